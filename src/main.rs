@@ -1,1 +1,48 @@
-fn main(){}
+//! `sparkrtc-gateway`: parse the command line, then hand over to the library.
+
+use std::process::ExitCode;
+
+use sparkrtc_gateway::cli::{self, EXIT_USAGE};
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1).peekable();
+    match args.peek().map(String::as_str) {
+        None | Some("--help" | "-h" | "help") => {
+            cli::out(cli::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Some("--version" | "-V") => {
+            cli::out(concat!("sparkrtc-gateway ", env!("CARGO_PKG_VERSION")));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let args = match cli::parse_args(args) {
+        Ok(a) => a,
+        Err(e) => {
+            cli::err(&format!("{e}\n\n{}", cli::HELP));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if args.command == "check" {
+        return cli::check(&args);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            cli::err(&format!("cannot start the runtime: {e}"));
+            return ExitCode::from(cli::EXIT_RUNTIME);
+        }
+    };
+    runtime.block_on(async {
+        match args.command.as_str() {
+            "serve" => cli::serve(&args).await,
+            "sandbox" => cli::sandbox(&args).await,
+            "demo" => sparkrtc_gateway::demo::run(args.listen).await,
+            other => {
+                cli::err(&format!("unknown command {other:?}\n\n{}", cli::HELP));
+                ExitCode::from(EXIT_USAGE)
+            }
+        }
+    })
+}

@@ -33,9 +33,10 @@ package's own dependencies, e.g. pyasn1, are installed by pip. No extra package 
 Check that the feeding rules reproduce the 19 shared vectors byte for byte (exit status 1 and
 a diff on stderr on any mismatch):
 
-    /tmp/v/bin/python tests/data/gen-sdk-vectors.py --check /work/shared/spec/signing-vectors.json
+    /tmp/v/bin/python tests/data/gen-sdk-vectors.py --check tests/data/signing-vectors.json
 
-The same --check also works on the file this script writes.
+(that file is a copy of /work/shared/spec/signing-vectors.json). The same --check also works on
+the file this script writes: it re-signs every input and compares all nine output fields.
 
 How a vector's input is fed to the SDK (rules recovered from the 19 shared vectors)
 -----------------------------------------------------------------------------------
@@ -80,7 +81,9 @@ No other generated kind raised.
 """
 
 import json
+import os
 import random
+import re
 import sys
 from collections import Counter, OrderedDict
 from urllib.parse import unquote
@@ -92,7 +95,96 @@ from huaweicloudsdkcore.signer.signer import DerivationAKSKSigner, SM3Signer, Si
 SEED = 20240102
 N_RANDOM = 300
 
+# The 42 SparkRTC (CloudRTC) operations, copied from the shared spec file
+# cloudrtc-operations.json (python_method, HTTP method, path, query parameter names, has body)
+# so the script runs without it; when that file is present, the table is checked against it.
 OPERATIONS_FILE = "/work/shared/spec/cloudrtc-operations.json"
+OPERATIONS_TABLE = [
+    ('list_rtc_abnormal_event_dimension', 'GET', '/v1/rtc/data/abnormal-event/dimension',
+     'app room_id dimension start_time end_time', False),
+    ('list_rtc_abnormal_event', 'GET', '/v1/{project_id}/rtc/client/abnormalevent',
+     'app_id room_id start_time end_time', False),
+    ('list_rtc_abnormal_events', 'GET', '/v1/rtc/data/abnormal-events',
+     'app room_id uid start_time end_time limit offset', False),
+    ('list_rtc_client_qos_details', 'GET', '/v1/{project_id}/rtc/client/qos/details',
+     'domain app_id room_id user_id peer_id stream_id direction mid start_time end_time time_type limit offset', False),
+    ('list_rtc_event', 'GET', '/v1/{project_id}/rtc/client/event',
+     'app_id room_id start_time end_time', False),
+    ('list_rtc_history_quality', 'GET', '/v1/{project_id}/rtc/history/quality',
+     'app metric start_date end_date', False),
+    ('list_rtc_history_scale', 'GET', '/v1/{project_id}/rtc/history/scale',
+     'app metric start_date end_date', False),
+    ('list_rtc_history_usage', 'GET', '/v1/{project_id}/rtc/history/usage',
+     'app metric start_date end_date', False),
+    ('list_rtc_realtime_network', 'GET', '/v1/{project_id}/rtc/realtime/network',
+     'app room_id metric sdk_type start_time end_time', False),
+    ('list_rtc_realtime_quality', 'GET', '/v1/{project_id}/rtc/realtime/quality',
+     'app room_id metric sdk_type start_time end_time', False),
+    ('list_rtc_realtime_scale_dimension', 'GET', '/v1/{project_id}/rtc/realtime/scale/dimension',
+     'app room_id metric dimension time', False),
+    ('list_rtc_realtime_scale', 'GET', '/v1/{project_id}/rtc/realtime/scale',
+     'app room_id metric start_time end_time', False),
+    ('list_rtc_room_list', 'GET', '/v1/{project_id}/rtc/rooms',
+     'app room_id state start_time end_time limit offset', False),
+    ('list_rtc_user_list', 'GET', '/v1/{project_id}/rtc/users',
+     'app room_id uid nickname region isp state start_time end_time limit offset type', False),
+    ('create_app', 'POST', '/v2/apps',
+     '', True),
+    ('create_individual_stream_job', 'POST', '/v2/apps/{app_id}/individual-stream-jobs',
+     '', True),
+    ('create_mix_job', 'POST', '/v2/apps/{app_id}/mix-stream-jobs',
+     '', True),
+    ('create_record_rule', 'POST', '/v2/apps/{app_id}/record-rules',
+     '', True),
+    ('delete_app', 'DELETE', '/v2/apps/{app_id}',
+     '', False),
+    ('delete_record_rule', 'DELETE', '/v2/apps/{app_id}/record-rules/{rule_id}',
+     '', False),
+    ('list_apps', 'GET', '/v2/apps',
+     'state offset limit', False),
+    ('list_obs_bucket_objects', 'GET', '/v2/rtc-ops/buckets/objects',
+     'bucket prefix type location', False),
+    ('list_obs_buckets', 'GET', '/v2/rtc-ops/buckets',
+     '', False),
+    ('list_record_rules', 'GET', '/v2/apps/{app_id}/record-rules',
+     'offset limit', False),
+    ('remove_room', 'POST', '/v2/apps/{app_id}/rooms/{room_id}/dismiss',
+     '', False),
+    ('remove_users', 'POST', '/v2/apps/{app_id}/rooms/{room_id}/batch-remove-users',
+     '', True),
+    ('show_app', 'GET', '/v2/apps/{app_id}',
+     '', False),
+    ('show_auto_record', 'GET', '/v2/apps/{app_id}/auto-record-mode',
+     '', False),
+    ('show_individual_stream_job', 'GET', '/v2/apps/{app_id}/individual-stream-jobs/{job_id}',
+     '', False),
+    ('show_mix_job', 'GET', '/v2/apps/{app_id}/mix-stream-jobs/{job_id}',
+     '', False),
+    ('show_record_callback', 'GET', '/v2/apps/{app_id}/record-callback',
+     '', False),
+    ('show_record_rule', 'GET', '/v2/apps/{app_id}/record-rules/{rule_id}',
+     '', False),
+    ('start_app', 'POST', '/v2/apps/{app_id}/enable',
+     '', False),
+    ('stop_app', 'POST', '/v2/apps/{app_id}/disable',
+     '', False),
+    ('stop_individual_stream_job', 'DELETE', '/v2/apps/{app_id}/individual-stream-jobs/{job_id}',
+     '', False),
+    ('stop_mix_job', 'DELETE', '/v2/apps/{app_id}/mix-stream-jobs/{job_id}',
+     '', False),
+    ('update_auto_record', 'PUT', '/v2/apps/{app_id}/auto-record-mode',
+     '', True),
+    ('update_individual_stream_job', 'PUT', '/v2/apps/{app_id}/individual-stream-jobs/{job_id}',
+     '', True),
+    ('update_mix_job', 'PUT', '/v2/apps/{app_id}/mix-stream-jobs/{job_id}',
+     '', True),
+    ('update_obs_bucket_authority', 'PUT', '/v2/rtc-ops/buckets/authentication',
+     '', True),
+    ('update_record_callback', 'PUT', '/v2/apps/{app_id}/record-callback',
+     '', True),
+    ('update_record_rule', 'PUT', '/v2/apps/{app_id}/record-rules/{rule_id}',
+     '', True),
+]
 
 DEFAULT_AK = "AKEXAMPLE1234567890"
 DEFAULT_SK = "SKEXAMPLEabcdefghijklmnopqrstuvwxyz0123"
@@ -309,23 +401,22 @@ def random_id(tags, plain_len=(3, 10)):
     return "".join(out)
 
 
+# (scheme, authority, weight): about 60% default https endpoints without a port.
 HOSTS = [
-    ("https", "rtc-api.myhuaweicloud.com"),
-    ("https", "rtc-api.myhuaweicloud.com"),
-    ("https", "rtc-api.myhuaweicloud.com"),
-    ("https", "rtc-api.cn-north-4.myhuaweicloud.com"),
-    ("https", "rtc-api.ap-southeast-1.myhuaweicloud.com"),
-    ("https", "rtc-api.myhuaweicloud.com:443"),
-    ("https", "rtc-api.myhuaweicloud.com:8443"),
-    ("http", "127.0.0.1:18080"),
-    ("http", "127.0.0.1:8080"),
-    ("http", "127.0.0.1:%d"),  # random port
-    ("http", "localhost:9000"),
+    ("https", "rtc-api.myhuaweicloud.com", 40),
+    ("https", "rtc-api.cn-north-4.myhuaweicloud.com", 10),
+    ("https", "rtc-api.ap-southeast-1.myhuaweicloud.com", 10),
+    ("https", "rtc-api.myhuaweicloud.com:443", 5),
+    ("https", "rtc-api.myhuaweicloud.com:8443", 5),
+    ("http", "127.0.0.1:18080", 10),
+    ("http", "127.0.0.1:8080", 7),
+    ("http", "127.0.0.1:%d", 8),  # random port
+    ("http", "localhost:9000", 5),
 ]
 
 
 def random_host(tags):
-    scheme, host = rng.choice(HOSTS)
+    scheme, host, _ = rng.choices(HOSTS, weights=[h[2] for h in HOSTS])[0]
     if "%d" in host:
         host = host % rng.randint(1024, 65535)
     if ":" in host:
@@ -487,7 +578,7 @@ def random_body(has_body, tags):
     return True, rng.choice(BODIES_BINARY_ASCII)
 
 
-def random_headers(op, algorithm, has_body_value, tags):
+def random_headers(algorithm, has_body_value, tags):
     headers = OrderedDict()
     used = set()
 
@@ -516,7 +607,7 @@ def random_headers(op, algorithm, has_body_value, tags):
             name = random_case(name)
             tags.add("hdr_random_case")
         items.append((name, make()))
-    if rng.random() < 0.12:
+    if rng.random() < 0.15:
         # Explicit payload override, spelled exactly as the signer spells it so it is one header.
         override = "X-Sdk-Content-Sm3" if algorithm == "SDK-HMAC-SM3" else "X-Sdk-Content-Sha256"
         tags.add("unsigned_payload_" + ("with_body" if has_body_value else "no_body"))
@@ -526,9 +617,6 @@ def random_headers(op, algorithm, has_body_value, tags):
     for name, value in items:
         add(name, value)
     return headers
-
-
-SHORT_OP_NAMES = {}
 
 
 def op_slug(op):
@@ -565,7 +653,7 @@ def random_credentials(tags):
     return ak, sk
 
 
-def random_case_input(index, op):
+def random_case_input(op):
     """One random vector input plus its descriptive tags."""
     tags = set()
     roll = rng.random()
@@ -587,7 +675,7 @@ def random_case_input(index, op):
 
     body_present, body = random_body(op["has_body"] or method in ("POST", "PUT", "PATCH") and
                                      rng.random() < 0.3, tags)
-    headers = random_headers(op, algorithm, bool(body), tags)
+    headers = random_headers(algorithm, bool(body), tags)
 
     ak, sk = random_credentials(tags)
     sdk_date = rng.choice(DATES)
@@ -771,13 +859,28 @@ def raising_inputs():
     return out
 
 
+def load_operations():
+    """The embedded operation table as dicts; cross-checked with the spec file if present."""
+    operations = [{"python_method": name, "http_method": method, "path": path,
+                   "path_params": re.findall(r"{(\w+)}", path),
+                   "query_params": query.split(), "has_body": has_body}
+                  for name, method, path, query, has_body in OPERATIONS_TABLE]
+    if os.path.exists(OPERATIONS_FILE):
+        with open(OPERATIONS_FILE, encoding="utf-8") as f:
+            spec = json.load(f)
+        keys = ["python_method", "http_method", "path", "path_params", "query_params", "has_body"]
+        if [{k: op[k] for k in keys} for op in spec] != operations:
+            print("warning: OPERATIONS_TABLE differs from %s" % OPERATIONS_FILE, file=sys.stderr)
+    return operations
+
+
 def generate():
-    with open(OPERATIONS_FILE, encoding="utf-8") as f:
-        operations = json.load(f)
+    operations = load_operations()
 
     vectors = []
     names = set()
     raised = Counter()
+    feature_counts = Counter()  # how often each feature tag was drawn (printed on stderr)
 
     def try_add(name, inp, kind):
         try:
@@ -792,13 +895,16 @@ def generate():
     # Operations are visited round-robin so every one of the 42 paths is used several times.
     for index in range(N_RANDOM):
         op = operations[index % len(operations)]
-        inp, tags = random_case_input(index, op)
+        inp, tags = random_case_input(op)
+        feature_counts.update(tags)
         try_add(describe(index, op, tags), inp, "random")
     for name, inp in edge_inputs():
         try_add(name, inp, name)
     for kind, inp in raising_inputs():
         try_add("skipped_" + kind, inp, kind)
 
+    for tag, count in sorted(feature_counts.items()):
+        print("feature %-40s x%d" % (tag, count), file=sys.stderr)
     for kind, count in sorted(raised.items()):
         print("skipped (SDK raised) %-50s x%d" % (kind, count), file=sys.stderr)
     print("generated %d vectors" % len(vectors), file=sys.stderr)

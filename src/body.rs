@@ -1,0 +1,80 @@
+//! The response body type: a gateway-made body held in memory, or the upstream's body streamed
+//! through frame by frame, never buffered whole. A streamed body that stalls longer than the
+//! response timeout ends with an error, so a caller is never left hanging mid-body.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{sleep, Sleep};
+
+use crate::error::BoxError;
+
+pub enum Body {
+    Full(Option<Bytes>),
+    Upstream { inner: Incoming, idle: Duration, timer: Pin<Box<Sleep>> },
+}
+
+impl Body {
+    pub fn full(bytes: Bytes) -> Self {
+        Body::Full(Some(bytes).filter(|b| !b.is_empty()))
+    }
+
+    pub fn empty() -> Self {
+        Body::Full(None)
+    }
+
+    pub fn upstream(inner: Incoming, idle: Duration) -> Self {
+        Body::Upstream { inner, idle, timer: Box::pin(sleep(idle)) }
+    }
+}
+
+#[derive(Debug)]
+struct StalledBody(Duration);
+
+impl std::fmt::Display for StalledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the upstream body sent nothing for {} ms", self.0.as_millis())
+    }
+}
+
+impl std::error::Error for StalledBody {}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Upstream { inner, idle, timer } => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    timer.as_mut().reset(tokio::time::Instant::now() + *idle);
+                    Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+                }
+                Poll::Pending => match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(StalledBody(*idle).into()))),
+                    Poll::Pending => Poll::Pending,
+                },
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(bytes) => bytes.is_none(),
+            Body::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The command line: `serve`, `check`, `sandbox`, `demo`. Exit codes: 0 done, 1 runtime
+//! failure (cannot bind, TLS set-up), 2 usage error, 64 invalid configuration.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::config::{Config, ConfigError};
+use crate::{listener, telemetry, Gateway};
+
+pub const EXIT_RUNTIME: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_CONFIG: u8 = 64;
+
+/// The environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "SPARKRTC_GATEWAY_CONFIG";
+
+pub const HELP: &str = "\
+sparkrtc-gateway: call Huawei Cloud SparkRTC without holding its credentials
+
+Usage:
+  sparkrtc-gateway serve   --config FILE        run the gateway
+  sparkrtc-gateway check   --config FILE        validate a config file, print a summary, exit
+  sparkrtc-gateway sandbox --config FILE [--listen ADDR] [--tls-cert PEM --tls-key PEM]
+                                                 run a local SparkRTC stand-in that verifies
+                                                 signatures with the config's keys
+  sparkrtc-gateway demo    [--listen ADDR]      gateway + sandbox on loopback, send the example
+                                                 RemoveUsers call, keep serving for curl
+  sparkrtc-gateway --version | --help
+
+The config file may also be named by SPARKRTC_GATEWAY_CONFIG. RUST_LOG overrides log.level.
+
+Examples:
+  sparkrtc-gateway check --config config/gateway.example.toml
+  SPARKRTC_GATEWAY_CONFIG=/etc/sparkrtc-gateway/gateway.toml sparkrtc-gateway serve
+  curl -X POST http://127.0.0.1:8080/v2/apps/demo-app/rooms/room-1/batch-remove-users \\
+       -H 'Content-Type: application/json' -d '{\"user_ids\":[\"user001\"]}'
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage error, 64 invalid configuration.
+";
+
+/// Parsed command line.
+pub struct Args {
+    pub command: String,
+    pub config: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+pub fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let command = args.next().ok_or("no command given")?;
+    let mut parsed = Args { command, config: None, listen: None, tls_cert: None, tls_key: None };
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--config" | "-c" => parsed.config = Some(PathBuf::from(value()?)),
+            "--listen" => parsed.listen = Some(value()?.parse().map_err(|_| "--listen takes an address like 127.0.0.1:8080")?),
+            "--tls-cert" => parsed.tls_cert = Some(PathBuf::from(value()?)),
+            "--tls-key" => parsed.tls_key = Some(PathBuf::from(value()?)),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if parsed.config.is_none() {
+        parsed.config = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+    }
+    Ok(parsed)
+}
+
+pub fn out(text: &str) {
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
+
+pub fn err(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
+fn load(args: &Args) -> Result<Config, ExitCode> {
+    let Some(path) = &args.config else {
+        err(&format!("no config file: pass --config FILE or set {CONFIG_ENV}"));
+        return Err(ExitCode::from(EXIT_USAGE));
+    };
+    Config::load(path).map_err(|e| report(&e))
+}
+
+pub fn report(e: &ConfigError) -> ExitCode {
+    err(&e.to_string());
+    ExitCode::from(EXIT_CONFIG)
+}
+
+pub fn check(args: &Args) -> ExitCode {
+    match load(args) {
+        Err(code) => code,
+        Ok(config) => {
+            out(&format!(
+                "{}: OK. listen {}, upstream {}://{}, {} profile(s), {} app(s){}",
+                args.config.as_deref().map_or(Path::new("?"), |p| p).display(),
+                config.listen,
+                config.upstream.scheme,
+                config.upstream.authority,
+                config.profiles.len(),
+                config.apps.len(),
+                if config.account.is_some() { ", account-level operations on" } else { "" }
+            ));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+pub async fn serve(args: &Args) -> ExitCode {
+    let config = match load(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    telemetry::init(&config.log);
+    let listen = args.listen.unwrap_or(config.listen);
+    let gateway = match Gateway::new(config) {
+        Ok(g) => g,
+        Err(e) => {
+            err(&format!("cannot start: {e}"));
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            err(&format!("cannot listen on {listen}: {e}"));
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    tracing::info!(listen = %listen, "gateway serving");
+    crate::run(gateway, listener, stop_signal()).await;
+    ExitCode::SUCCESS
+}
+
+pub async fn sandbox(args: &Args) -> ExitCode {
+    let config = match load(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    telemetry::init(&config.log);
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match crate::tls::server_config(cert, key) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                err(&format!("cannot load the sandbox certificate: {e}"));
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        },
+        (None, None) => None,
+        _ => {
+            err("--tls-cert and --tls-key go together");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let listen = args.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 18443)));
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            err(&format!("cannot listen on {listen}: {e}"));
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    out(&format!("sandbox: SparkRTC stand-in on {}://{listen}", if tls.is_some() { "https" } else { "http" }));
+    listener::serve(listener, tls, crate::sandbox::Sandbox::new(&config), stop_signal(), listener::DEFAULT_GRACE).await;
+    ExitCode::SUCCESS
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("stop signal received; draining");
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

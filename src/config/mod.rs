@@ -1,0 +1,136 @@
+//! Configuration: the TOML file read into validated types. Loading reports every problem at once
+//! (key path, value found, what to write instead); the binary exits 64 when there are any.
+//!
+//! Secrets are never required inline: each may come from the file (`secret_key`), an
+//! environment variable (`secret_key_env`) or a file of its own (`secret_key_file`).
+
+mod reader;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+
+use crate::signer::SigningKey;
+
+pub use reader::{parse_duration, Problem};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_ENDPOINT: &str = "https://rtc-api.myhuaweicloud.com";
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub const DEFAULT_POOL_MAX_IDLE: u64 = 64;
+pub const DEFAULT_V11_SERVICE: &str = "CloudRTC";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub max_body_bytes: u64,
+    pub upstream: Upstream,
+    pub log: Log,
+    pub profiles: BTreeMap<String, Arc<Profile>>,
+    /// Apps the gateway serves, by SparkRTC app id.
+    pub apps: BTreeMap<String, App>,
+    /// The profile for account-level operations (no app id), if any.
+    pub account: Option<Arc<Profile>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub scheme: Scheme,
+    /// Sent and signed as `Host`; includes the port only when the endpoint names one.
+    pub authority: Authority,
+    pub connect_timeout: Duration,
+    /// From the request being sent until the response headers arrive, and the longest pause
+    /// between two pieces of the response body.
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    /// Extra PEM CA certificates trusted besides the bundled web PKI roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `sparkrtc_gateway=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+/// A set of Huawei Cloud credentials and the project they act in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub name: String,
+    pub project_id: String,
+    pub key: SigningKey,
+}
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub profile: Arc<Profile>,
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read { path: PathBuf, source: std::io::Error },
+    Syntax { origin: String, message: String },
+    Invalid { origin: String, problems: Vec<Problem> },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => write!(f, "cannot read config file {}: {source}", path.display()),
+            ConfigError::Syntax { origin, message } => write!(f, "{origin} is not valid TOML: {message}"),
+            ConfigError::Invalid { origin, problems } => {
+                write!(f, "{origin} has {} problem{}:", problems.len(), if problems.len() == 1 { "" } else { "s" })?;
+                for p in problems {
+                    write!(f, "\n  - {p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates a config file. Relative `*_file` paths are relative to the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, &path.display().to_string(), base, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates config text. `env` looks up environment variables, so tests need not set any.
+    pub fn parse(text: &str, origin: &str, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+            origin: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        validate::config(&doc, base, env).map_err(|problems| ConfigError::Invalid { origin: origin.to_owned(), problems })
+    }
+
+    /// The credential profile for a call on `app` (`None`: account-level).
+    pub fn profile_for(&self, app: Option<&str>) -> Option<&Arc<Profile>> {
+        match app {
+            Some(id) => self.apps.get(id).map(|a| &a.profile),
+            None => self.account.as_ref(),
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Reads a parsed TOML document key by key, collecting every problem instead of stopping at the
+//! first, which is what serde's derive would do. Each problem names the key path, the value found
+//! and what to write instead.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem { key: key.into(), message: message.into() });
+    }
+}
+
+/// One TOML table and the keys read from it so far.
+pub struct Table<'a> {
+    path: String,
+    table: Option<&'a toml::Table>,
+    read: BTreeSet<&'a str>,
+}
+
+impl<'a> Table<'a> {
+    pub fn root(table: &'a toml::Table) -> Self {
+        Table { path: String::new(), table: Some(table), read: BTreeSet::new() }
+    }
+
+    pub fn key_path(&self, key: &str) -> String {
+        let quoted = if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            key.to_owned()
+        } else {
+            format!("{key:?}")
+        };
+        if self.path.is_empty() {
+            quoted
+        } else {
+            format!("{}.{quoted}", self.path)
+        }
+    }
+
+    fn value(&mut self, key: &str) -> Option<&'a toml::Value> {
+        let (k, v) = self.table?.get_key_value(key)?;
+        self.read.insert(k.as_str());
+        Some(v)
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.table.is_some_and(|t| t.contains_key(key))
+    }
+
+    /// A sub-table; a missing one reads as empty, a non-table is a problem.
+    pub fn table(&mut self, key: &str, problems: &mut Problems) -> Table<'a> {
+        let path = self.key_path(key);
+        let table = match self.value(key) {
+            None => None,
+            Some(toml::Value::Table(t)) => Some(t),
+            Some(other) => {
+                problems.push(&path, format!("expected a table ([{path}]), found {}", show(other)));
+                None
+            }
+        };
+        Table { path, table, read: BTreeSet::new() }
+    }
+
+    /// The sub-tables of this table by name, e.g. every `[profiles.NAME]`.
+    pub fn entries(&mut self, problems: &mut Problems) -> Vec<(&'a str, Table<'a>)> {
+        let Some(table) = self.table else { return Vec::new() };
+        let mut out = Vec::new();
+        for key in table.keys() {
+            let sub = self.table(key, problems);
+            if sub.table.is_some() {
+                out.push((key.as_str(), sub));
+            }
+        }
+        out
+    }
+
+    pub fn string(&mut self, key: &str, problems: &mut Problems) -> Option<&'a str> {
+        match self.value(key)? {
+            toml::Value::String(s) => Some(s),
+            other => {
+                problems.push(self.key_path(key), format!("expected a string in quotes, found {}", show(other)));
+                None
+            }
+        }
+    }
+
+    /// Like [`Table::string`], but a value of the wrong type is not shown.
+    pub fn secret_string(&mut self, key: &str, problems: &mut Problems) -> Option<&'a str> {
+        match self.value(key)? {
+            toml::Value::String(s) => Some(s),
+            _ => {
+                problems.push(self.key_path(key), "expected a string in quotes");
+                None
+            }
+        }
+    }
+
+    pub fn has_any(&self) -> bool {
+        self.table.is_some_and(|t| !t.is_empty())
+    }
+
+    pub fn boolean(&mut self, key: &str, problems: &mut Problems) -> Option<bool> {
+        match self.value(key)? {
+            toml::Value::Boolean(b) => Some(*b),
+            other => {
+                problems.push(self.key_path(key), format!("expected true or false, found {}", show(other)));
+                None
+            }
+        }
+    }
+
+    /// A whole number within `min..=max`.
+    pub fn integer(&mut self, key: &str, min: u64, max: u64, problems: &mut Problems) -> Option<u64> {
+        let value = self.value(key)?;
+        match value.as_integer().and_then(|i| u64::try_from(i).ok()) {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                problems.push(self.key_path(key), format!("{} must be a whole number from {min} to {max}", show(value)));
+                None
+            }
+        }
+    }
+
+    /// A duration written as `500ms`, `3s`, `2m` or `1h`, within `min..=max`.
+    pub fn duration(&mut self, key: &str, min: Duration, max: Duration, problems: &mut Problems) -> Option<Duration> {
+        let value = self.value(key)?;
+        let parsed = value.as_str().and_then(parse_duration);
+        match parsed {
+            Some(d) if d >= min && d <= max => Some(d),
+            Some(_) => {
+                problems.push(self.key_path(key), format!("{} must be between {} and {}", show(value), show_duration(min), show_duration(max)));
+                None
+            }
+            None => {
+                problems.push(self.key_path(key), format!("{} is not a duration; write it like \"500ms\", \"3s\" or \"2m\"", show(value)));
+                None
+            }
+        }
+    }
+
+    /// Reports keys present in the file that nothing read: typos, or keys in the wrong table.
+    pub fn finish(self, problems: &mut Problems) {
+        let Some(table) = self.table else { return };
+        for key in table.keys() {
+            if !self.read.contains(key.as_str()) {
+                problems.push(self.key_path(key), "unknown key; check the spelling against config/gateway.example.toml");
+            }
+        }
+    }
+}
+
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3_600).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+fn show_duration(d: Duration) -> String {
+    if d.subsec_millis() != 0 || d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
+/// A value as the operator wrote it, for messages. Never used on secret keys.
+pub fn show(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => format!("{s:?}"),
+        toml::Value::Table(_) => "a table".to_owned(),
+        toml::Value::Array(_) => "a list".to_owned(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(x) => x.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Datetime(d) => d.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("3s"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), None);
+        assert_eq!(parse_duration("3 sec"), None);
+        assert_eq!(parse_duration("s"), None);
+    }
+}

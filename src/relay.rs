@@ -1,0 +1,95 @@
+//! Header hygiene and passthrough: what the gateway takes from the caller, and what it gives back.
+//!
+//! Outbound, nothing the caller sent reaches the upstream except the body and `Content-Type`:
+//! caller credentials (`Authorization`, `X-Auth-Token`, `X-Sdk-Date`, `X-Security-Token`,
+//! `X-Sdk-Content-Sha256`, `X-Project-Id`), `Host` and the hop-by-hop headers of RFC 9110 §7.6.1
+//! are dropped by construction, since the upstream request is built from scratch. So a service
+//! using the official SDK with placeholder keys works unchanged behind the gateway.
+//!
+//! Inbound, the caller gets the upstream status, `X-request-Id` (matched case-insensitively,
+//! value unchanged), `Content-Type`, `Retry-After` and the body, streamed.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::body::Body;
+use crate::catalog::Operation;
+use crate::error::{BoxError, GatewayError};
+use crate::signer::{py_strip, HeaderList};
+
+/// Marks every response with the gateway's id for the call, whoever made it.
+pub const HEADER_GATEWAY_REQUEST_ID: &str = "x-gateway-request-id";
+
+/// Upstream headers relayed to the caller besides the status and body.
+const RELAYED: [header::HeaderName; 2] = [header::CONTENT_TYPE, header::RETRY_AFTER];
+
+/// Reads the caller's body, refusing more than `limit` bytes before reading them when
+/// `Content-Length` already says so.
+pub async fn read_body<B>(body: B, headers: &HeaderMap, limit: u64, within: Duration) -> Result<Bytes, GatewayError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match tokio::time::timeout(within, limited.collect()).await {
+        Err(_) => Err(GatewayError::BodyTimeout { after: within }),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::BodyTooLarge { limit }),
+        Ok(Err(e)) => Err(GatewayError::BodyRead(e)),
+    }
+}
+
+/// The headers the gateway signs: `Content-Type` (the caller's, else the operation's) and
+/// `X-Project-Id`. The signer adds `Host`, `X-Sdk-Date`, `X-Security-Token` and `Authorization`.
+pub fn signed_headers(caller: &HeaderMap, op: &Operation, project_id: &str) -> Result<HeaderList, GatewayError> {
+    let content_type = match caller.get(header::CONTENT_TYPE) {
+        None => op.content_type,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .map(py_strip)
+            .filter(|ct| !ct.is_empty())
+            .ok_or(GatewayError::BadHeader("Content-Type must be visible ASCII text such as application/json"))?,
+    };
+    if op.has_body && !content_type.starts_with("application/json") {
+        return Err(GatewayError::BadHeader("SparkRTC takes JSON bodies; send Content-Type: application/json"));
+    }
+    let mut headers = HeaderList::new();
+    headers.set("Content-Type", content_type);
+    headers.set("X-Project-Id", project_id);
+    Ok(headers)
+}
+
+/// The caller's response: upstream status, `X-request-Id`, `Content-Type`, `Retry-After`, body.
+pub fn to_caller(rsp: Response<Incoming>, request_id: &str, idle: Duration) -> Response<Body> {
+    let (parts, incoming) = rsp.into_parts();
+    let mut out = Response::new(Body::upstream(incoming, idle));
+    *out.status_mut() = parts.status;
+    let headers = out.headers_mut();
+    // HeaderMap names are case-insensitive: this finds X-request-Id, X-Request-Id, x-request-id.
+    if let Some(id) = parts.headers.get(crate::request_id::HEADER) {
+        headers.insert(crate::request_id::HEADER, id.clone());
+    }
+    for name in RELAYED {
+        if let Some(v) = parts.headers.get(&name) {
+            headers.insert(name, v.clone());
+        }
+    }
+    mark(headers, request_id);
+    out
+}
+
+/// Adds the gateway's request id to any response.
+pub fn mark(headers: &mut HeaderMap, request_id: &str) {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(HEADER_GATEWAY_REQUEST_ID, v);
+    }
+}

@@ -1,0 +1,90 @@
+//! The sandbox: a local SparkRTC stand-in. It verifies every request the way SparkRTC would,
+//! recomputing the signature from the bytes it received, and answers like SparkRTC: 202 with
+//! `X-request-Id` for a valid RemoveUsers, 400 `RTC.00001003` for bad input, 401 for a bad
+//! signature. Teams develop against it without cloud access; the demo and the tests use it.
+
+mod verify;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+pub use verify::{verify, Rejection, MAX_SKEW_SECS};
+
+use crate::body::Body;
+use crate::catalog::Catalog;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, Profile};
+use crate::signer::SdkDate;
+
+#[derive(Clone)]
+pub struct Sandbox {
+    profiles: Arc<[Arc<Profile>]>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Sandbox {
+    /// Accepts the keys of every profile in `config`, as SparkRTC accepts the account's keys.
+    pub fn new(config: &Config) -> Self {
+        Sandbox { profiles: config.profiles.values().cloned().collect(), clock: Arc::new(SystemClock) }
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub async fn answer<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes>,
+    {
+        let (parts, body) = req.into_parts();
+        let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+            return reply(StatusCode::BAD_REQUEST, Some(("RTC.00001003", "InvalidParameterValue")));
+        };
+        let now = SdkDate::from_system_time(self.clock.now());
+        if let Err(rejection) = verify(&parts, &body, &self.profiles, now) {
+            tracing::info!(target: "sandbox", method = %parts.method, path = %parts.uri.path(), code = rejection.code(), reason = ?rejection, "refused");
+            return reply(StatusCode::UNAUTHORIZED, Some((rejection.code(), rejection.message())));
+        }
+        let Ok(route) = Catalog.resolve(&parts.method, &parts.uri) else {
+            return reply(StatusCode::NOT_FOUND, Some(("APIGW.0101", "The API does not exist or has not been published in the environment")));
+        };
+        if crate::validate::body(route.operation, &body).is_err() {
+            return reply(StatusCode::BAD_REQUEST, Some(("RTC.00001003", "InvalidParameterValue")));
+        }
+        tracing::info!(target: "sandbox", operation = route.operation.name, app = route.app.as_deref().unwrap_or("-"), "accepted");
+        match route.operation.name {
+            "RemoveUsers" | "RemoveRoom" => reply(StatusCode::ACCEPTED, None),
+            _ => reply(StatusCode::OK, None),
+        }
+    }
+}
+
+impl crate::listener::Handler for Sandbox {
+    async fn call(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+        self.answer(req).await
+    }
+}
+
+fn reply(status: StatusCode, error: Option<(&str, &str)>) -> Response<Body> {
+    let body = match error {
+        Some((code, msg)) => Body::full(Bytes::from(serde_json::json!({ "error_code": code, "error_msg": msg }).to_string())),
+        None if status == StatusCode::ACCEPTED => Body::empty(),
+        None => Body::full(Bytes::from_static(b"{}")),
+    };
+    let mut rsp = Response::new(body);
+    *rsp.status_mut() = status;
+    let id = crate::request_id::generate();
+    if let Ok(id) = HeaderValue::from_str(&id) {
+        rsp.headers_mut().insert(crate::request_id::HEADER, id);
+    }
+    if status != StatusCode::ACCEPTED {
+        rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    rsp
+}

@@ -1,0 +1,167 @@
+//! The upstream client: one rustls configuration and one keep-alive connection pool for the
+//! gateway's life. Connecting (TCP and TLS together) and waiting for the response headers have
+//! separate timeouts; redirects are relayed, never followed, so the gateway only ever talks to
+//! the one configured endpoint.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::Scheme;
+use http::{Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::config;
+use crate::error::{BoxError, GatewayError};
+
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<Connector, Full<Bytes>>,
+    response_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(config: &config::Upstream) -> Result<Self, BoxError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let tls = match config.scheme == Scheme::HTTPS {
+            true => Some(TlsConnector::from(crate::tls::client_config(config.ca_file.as_deref())?)),
+            false => None,
+        };
+        let connector = Connector { http, tls, timeout: config.connect_timeout };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
+        Ok(Upstream { client, response_timeout: config.response_timeout })
+    }
+
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
+    /// Sends one signed request; `Err` only when no response headers came back in time.
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, GatewayError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(GatewayError::UpstreamTimeout { after: self.response_timeout }),
+            Ok(Ok(rsp)) => Ok(rsp),
+            Ok(Err(e)) => Err(classify(e)),
+        }
+    }
+}
+
+fn classify(e: hyper_util::client::legacy::Error) -> GatewayError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = source {
+        if let Some(timeout) = err.downcast_ref::<ConnectTimeout>() {
+            return GatewayError::UpstreamTimeout { after: timeout.0 };
+        }
+        source = err.source();
+    }
+    GatewayError::UpstreamUnreachable(Box::new(e))
+}
+
+#[derive(Debug)]
+struct ConnectTimeout(Duration);
+
+impl std::fmt::Display for ConnectTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "connecting to the upstream took longer than {} ms", self.0.as_millis())
+    }
+}
+
+impl std::error::Error for ConnectTimeout {}
+
+/// TCP, then TLS when the endpoint is https, both inside one connect timeout.
+#[derive(Clone)]
+struct Connector {
+    http: HttpConnector,
+    tls: Option<TlsConnector>,
+    timeout: Duration,
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = Stream;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Stream, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let (mut http, tls, timeout) = (self.http.clone(), self.tls.clone(), self.timeout);
+        Box::pin(async move {
+            let connect = async {
+                let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+                let tcp = http.call(uri).await?.into_inner();
+                let Some(tls) = tls else { return Ok::<_, BoxError>(Stream::Plain(TokioIo::new(tcp))) };
+                let name = ServerName::try_from(host).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                Ok(Stream::Tls(TokioIo::new(tls.connect(name, tcp).await?)))
+            };
+            match tokio::time::timeout(timeout, connect).await {
+                Ok(result) => result,
+                Err(_) => Err(ConnectTimeout(timeout).into()),
+            }
+        })
+    }
+}
+
+/// A pooled upstream connection.
+enum Stream {
+    Plain(TokioIo<TcpStream>),
+    Tls(TokioIo<TlsStream<TcpStream>>),
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl Read for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
