@@ -27,22 +27,30 @@ pub enum GatewayError {
     /// No SparkRTC operation has this method and path.
     UnknownOperation(RouteError),
     /// No app of this id is configured (or no profile for account-level operations).
-    AppNotServed { app: Option<String> },
+    AppNotServed {
+        app: Option<String>,
+    },
     /// A v1 path names a project other than the one of the app's credentials.
     ProjectMismatch,
     /// A header the gateway must sign is unusable (e.g. a non-text `Content-Type`).
     BadHeader(&'static str),
     /// The body fails the operation's validation.
     InvalidBody(String),
-    BodyTooLarge { limit: u64 },
+    BodyTooLarge {
+        limit: u64,
+    },
     /// The caller's body could not be read to the end (disconnect, malformed chunking).
     BodyRead(BoxError),
     /// The caller's body did not arrive in time.
-    BodyTimeout { after: Duration },
+    BodyTimeout {
+        after: Duration,
+    },
 
     // The upstream's: 5xx.
     UpstreamUnreachable(BoxError),
-    UpstreamTimeout { after: Duration },
+    UpstreamTimeout {
+        after: Duration,
+    },
 
     // Ours.
     Internal(BoxError),
@@ -54,22 +62,43 @@ impl GatewayError {
     pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         use GatewayError::*;
         match self {
-            BadRoute(RouteError::AmbiguousApp(_)) => (StatusCode::BAD_REQUEST, "RTCGW.4003", "AmbiguousApp"),
-            BadRoute(RouteError::NotOriginForm) => (StatusCode::BAD_REQUEST, "RTCGW.4002", "InvalidRequestTarget"),
-            BadRoute(RouteError::DotSegment | RouteError::EncodedSeparator | RouteError::BadEncoding | RouteError::NoOperation { .. }) => {
-                (StatusCode::BAD_REQUEST, "RTCGW.4001", "InvalidPath")
+            BadRoute(RouteError::AmbiguousApp(_)) => {
+                (StatusCode::BAD_REQUEST, "RTCGW.4003", "AmbiguousApp")
             }
+            BadRoute(RouteError::NotOriginForm) => (
+                StatusCode::BAD_REQUEST,
+                "RTCGW.4002",
+                "InvalidRequestTarget",
+            ),
+            BadRoute(
+                RouteError::DotSegment
+                | RouteError::EncodedSeparator
+                | RouteError::BadEncoding
+                | RouteError::NoOperation { .. },
+            ) => (StatusCode::BAD_REQUEST, "RTCGW.4001", "InvalidPath"),
             BadHeader(_) => (StatusCode::BAD_REQUEST, "RTCGW.4004", "InvalidHeader"),
-            InvalidBody(_) => (StatusCode::BAD_REQUEST, "RTCGW.4005", "InvalidParameterValue"),
+            InvalidBody(_) => (
+                StatusCode::BAD_REQUEST,
+                "RTCGW.4005",
+                "InvalidParameterValue",
+            ),
             BodyRead(_) => (StatusCode::BAD_REQUEST, "RTCGW.4006", "IncompleteBody"),
             BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "RTCGW.4080", "BodyTimeout"),
             AppNotServed { .. } => (StatusCode::FORBIDDEN, "RTCGW.4030", "AppNotServed"),
             ProjectMismatch => (StatusCode::FORBIDDEN, "RTCGW.4031", "ProjectMismatch"),
             UnknownOperation(_) => (StatusCode::NOT_FOUND, "RTCGW.4040", "UnknownOperation"),
             BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "RTCGW.4130", "BodyTooLarge"),
-            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "RTCGW.5000", "InternalError"),
-            UpstreamUnreachable(_) => (StatusCode::BAD_GATEWAY, "RTCGW.5020", "UpstreamUnreachable"),
-            UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "RTCGW.5040", "UpstreamTimeout"),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "RTCGW.5000",
+                "InternalError",
+            ),
+            UpstreamUnreachable(_) => {
+                (StatusCode::BAD_GATEWAY, "RTCGW.5020", "UpstreamUnreachable")
+            }
+            UpstreamTimeout { .. } => {
+                (StatusCode::GATEWAY_TIMEOUT, "RTCGW.5040", "UpstreamTimeout")
+            }
         }
     }
 
@@ -79,15 +108,24 @@ impl GatewayError {
         match self {
             BadRoute(e) | UnknownOperation(e) => e.to_string(),
             AppNotServed { app: Some(app) } => format!("app {app:?} is not served by this gateway"),
-            AppNotServed { app: None } => "account-level operations are not served by this gateway".to_owned(),
-            ProjectMismatch => "the project id in the path is not the project of this app's credentials".to_owned(),
+            AppNotServed { app: None } => {
+                "account-level operations are not served by this gateway".to_owned()
+            }
+            ProjectMismatch => {
+                "the project id in the path is not the project of this app's credentials".to_owned()
+            }
             BadHeader(why) => (*why).to_owned(),
             InvalidBody(why) => why.clone(),
             BodyTooLarge { limit } => format!("the request body is larger than {limit} bytes"),
             BodyRead(_) => "the request body ended before it was complete".to_owned(),
-            BodyTimeout { after } => format!("the request body did not arrive within {} ms", after.as_millis()),
+            BodyTimeout { after } => format!(
+                "the request body did not arrive within {} ms",
+                after.as_millis()
+            ),
             UpstreamUnreachable(_) => "SparkRTC could not be reached".to_owned(),
-            UpstreamTimeout { after } => format!("SparkRTC did not answer within {} ms", after.as_millis()),
+            UpstreamTimeout { after } => {
+                format!("SparkRTC did not answer within {} ms", after.as_millis())
+            }
             Internal(_) => "the gateway failed to handle the request".to_owned(),
         }
     }
@@ -96,11 +134,15 @@ impl GatewayError {
     pub fn to_response(&self, request_id: &str) -> Response<Body> {
         let (status, code, name) = self.parts();
         let detail = self.caller_message();
-        let body = serde_json::json!({ "error_code": code, "error_msg": format!("{name}: {detail}") });
+        let body =
+            serde_json::json!({ "error_code": code, "error_msg": format!("{name}: {detail}") });
         let mut rsp = Response::new(Body::full(Bytes::from(body.to_string())));
         *rsp.status_mut() = status;
         let headers = rsp.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         headers.insert(HEADER_GATEWAY_ERROR, HeaderValue::from_static(code));
         if let Ok(id) = HeaderValue::from_str(request_id) {
             headers.insert(crate::request_id::HEADER, id);
@@ -122,7 +164,13 @@ impl std::error::Error for GatewayError {
         match self {
             BodyRead(e) | UpstreamUnreachable(e) | Internal(e) => Some(e.as_ref()),
             BadRoute(e) | UnknownOperation(e) => Some(e),
-            AppNotServed { .. } | ProjectMismatch | BadHeader(_) | InvalidBody(_) | BodyTooLarge { .. } | BodyTimeout { .. } | UpstreamTimeout { .. } => None,
+            AppNotServed { .. }
+            | ProjectMismatch
+            | BadHeader(_)
+            | InvalidBody(_)
+            | BodyTooLarge { .. }
+            | BodyTimeout { .. }
+            | UpstreamTimeout { .. } => None,
         }
     }
 }
@@ -147,22 +195,62 @@ mod tests {
     #[test]
     fn every_error_has_its_documented_status_and_code() {
         let table: Vec<(GatewayError, u16, &str)> = vec![
-            (GatewayError::BadRoute(RouteError::DotSegment), 400, "RTCGW.4001"),
-            (GatewayError::BadRoute(RouteError::EncodedSeparator), 400, "RTCGW.4001"),
-            (GatewayError::BadRoute(RouteError::BadEncoding), 400, "RTCGW.4001"),
-            (GatewayError::BadRoute(RouteError::NotOriginForm), 400, "RTCGW.4002"),
-            (GatewayError::BadRoute(RouteError::AmbiguousApp("app")), 400, "RTCGW.4003"),
+            (
+                GatewayError::BadRoute(RouteError::DotSegment),
+                400,
+                "RTCGW.4001",
+            ),
+            (
+                GatewayError::BadRoute(RouteError::EncodedSeparator),
+                400,
+                "RTCGW.4001",
+            ),
+            (
+                GatewayError::BadRoute(RouteError::BadEncoding),
+                400,
+                "RTCGW.4001",
+            ),
+            (
+                GatewayError::BadRoute(RouteError::NotOriginForm),
+                400,
+                "RTCGW.4002",
+            ),
+            (
+                GatewayError::BadRoute(RouteError::AmbiguousApp("app")),
+                400,
+                "RTCGW.4003",
+            ),
             (GatewayError::BadHeader("x"), 400, "RTCGW.4004"),
             (GatewayError::InvalidBody("x".into()), 400, "RTCGW.4005"),
             (GatewayError::BodyRead(io("reset")), 400, "RTCGW.4006"),
-            (GatewayError::BodyTimeout { after: Duration::from_secs(1) }, 408, "RTCGW.4080"),
+            (
+                GatewayError::BodyTimeout {
+                    after: Duration::from_secs(1),
+                },
+                408,
+                "RTCGW.4080",
+            ),
             (GatewayError::AppNotServed { app: None }, 403, "RTCGW.4030"),
             (GatewayError::ProjectMismatch, 403, "RTCGW.4031"),
-            (GatewayError::UnknownOperation(RouteError::NoOperation { allowed: vec![] }), 404, "RTCGW.4040"),
+            (
+                GatewayError::UnknownOperation(RouteError::NoOperation { allowed: vec![] }),
+                404,
+                "RTCGW.4040",
+            ),
             (GatewayError::BodyTooLarge { limit: 1 }, 413, "RTCGW.4130"),
             (GatewayError::Internal(io("bug")), 500, "RTCGW.5000"),
-            (GatewayError::UpstreamUnreachable(io("refused")), 502, "RTCGW.5020"),
-            (GatewayError::UpstreamTimeout { after: Duration::from_secs(1) }, 504, "RTCGW.5040"),
+            (
+                GatewayError::UpstreamUnreachable(io("refused")),
+                502,
+                "RTCGW.5020",
+            ),
+            (
+                GatewayError::UpstreamTimeout {
+                    after: Duration::from_secs(1),
+                },
+                504,
+                "RTCGW.5040",
+            ),
         ];
         for (err, status, code) in table {
             let rsp = err.to_response("req-1");

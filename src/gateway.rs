@@ -50,7 +50,14 @@ impl Gateway {
 
     pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, BoxError> {
         let upstream = Upstream::new(&config.upstream)?;
-        Ok(Gateway { inner: Arc::new(Inner { config: Arc::new(config), catalog: Catalog, upstream, clock }) })
+        Ok(Gateway {
+            inner: Arc::new(Inner {
+                config: Arc::new(config),
+                catalog: Catalog,
+                upstream,
+                clock,
+            }),
+        })
     }
 
     /// Handles one call and always answers: errors become gateway-made responses here.
@@ -93,31 +100,56 @@ impl Gateway {
         rsp
     }
 
-    async fn proxy<B>(&self, req: Request<B>, request_id: &str, log: &mut CallLog) -> Result<Response<Body>, GatewayError>
+    async fn proxy<B>(
+        &self,
+        req: Request<B>,
+        request_id: &str,
+        log: &mut CallLog,
+    ) -> Result<Response<Body>, GatewayError>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
         let config = &self.inner.config;
-        let route = self.inner.catalog.resolve(req.method(), req.uri())?; // 404: not a SparkRTC operation
+        let route = self
+            .inner
+            .catalog
+            .resolve(req.method(), req.uri(), req.version())?; // 404: not a SparkRTC operation
         log.operation = Some(route.operation.name);
         log.app.clone_from(&route.app);
         let profile = self.credentials_for(&route)?; // 403: app not served, foreign project
         let (parts, body) = req.into_parts();
-        let mut headers = relay::signed_headers(&parts.headers, route.operation, &profile.project_id)?; // 400: unusable Content-Type
-        let body = relay::read_body(body, &parts.headers, config.max_body_bytes, BODY_READ_TIMEOUT).await?; // 413
+        let mut headers =
+            relay::signed_headers(&parts.headers, route.operation, &profile.project_id)?; // 400: unusable Content-Type
+        let body = relay::read_body(
+            body,
+            &parts.headers,
+            config.max_body_bytes,
+            BODY_READ_TIMEOUT,
+        )
+        .await?; // 413
         validate::body(route.operation, &body)?; // 400: SparkRTC would refuse it too
         let signed = self.sign(&route, &mut headers, profile, body)?; // AK/SK signature
         let sent = Instant::now();
         let rsp = self.inner.upstream.send(signed).await; // 502 / 504
         log.upstream_ms = Some(sent.elapsed().as_millis());
-        Ok(relay::to_caller(rsp?, request_id, self.inner.upstream.response_timeout())) // status, X-request-Id, body
+        Ok(relay::to_caller(
+            rsp?,
+            request_id,
+            self.inner.upstream.response_timeout(),
+        )) // status, X-request-Id, body
     }
 
     /// The app's credential profile. For v1 paths naming a project, only that profile's project
     /// is accepted, so a caller cannot reach another project with this gateway's keys.
     fn credentials_for(&self, route: &Route) -> Result<&Arc<Profile>, GatewayError> {
-        let profile = self.inner.config.profile_for(route.app.as_deref()).ok_or_else(|| GatewayError::AppNotServed { app: route.app.clone() })?;
+        let profile = self
+            .inner
+            .config
+            .profile_for(route.app.as_deref())
+            .ok_or_else(|| GatewayError::AppNotServed {
+                app: route.app.clone(),
+            })?;
         match &route.project_id {
             Some(project) if *project != profile.project_id => Err(GatewayError::ProjectMismatch),
             _ => Ok(profile),
@@ -126,7 +158,13 @@ impl Gateway {
 
     /// Signs the exact bytes that will be forwarded, and builds the upstream request from the
     /// signed parts only.
-    fn sign(&self, route: &Route, headers: &mut signer::HeaderList, profile: &Profile, body: Bytes) -> Result<Request<Full<Bytes>>, GatewayError> {
+    fn sign(
+        &self,
+        route: &Route,
+        headers: &mut signer::HeaderList,
+        profile: &Profile,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, GatewayError> {
         let upstream = &self.inner.config.upstream;
         let query = route.query.to_string();
         let input = SignInput {
@@ -137,9 +175,14 @@ impl Gateway {
             body: &body,
         };
         let now = SdkDate::from_system_time(self.inner.clock.now());
-        signer::sign(&input, headers, &profile.key, now).map_err(|e| GatewayError::Internal(Box::new(e)))?;
+        signer::sign(&input, headers, &profile.key, now)
+            .map_err(|e| GatewayError::Internal(Box::new(e)))?;
 
-        let path_and_query = if query.is_empty() { route.path.clone() } else { format!("{}?{query}", route.path) };
+        let path_and_query = if query.is_empty() {
+            route.path.clone()
+        } else {
+            format!("{}?{query}", route.path)
+        };
         let uri = Uri::builder()
             .scheme(upstream.scheme.clone())
             .authority(upstream.authority.clone())
@@ -151,12 +194,17 @@ impl Gateway {
         *req.uri_mut() = uri;
         let out = req.headers_mut();
         for (name, value) in headers.iter() {
-            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| GatewayError::Internal(Box::new(e)))?;
-            let value = HeaderValue::from_str(value).map_err(|e| GatewayError::Internal(Box::new(e)))?;
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| GatewayError::Internal(Box::new(e)))?;
+            let value =
+                HeaderValue::from_str(value).map_err(|e| GatewayError::Internal(Box::new(e)))?;
             out.insert(name, value);
         }
         // Not signed, so the upstream ignores it for authentication; it only names us in its logs.
-        out.insert(http::header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        out.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(USER_AGENT),
+        );
         Ok(req)
     }
 }

@@ -11,12 +11,19 @@ pub fn body(op: &Operation, body: &[u8]) -> Result<(), GatewayError> {
         if body.is_empty() {
             return Ok(());
         }
-        return Err(GatewayError::InvalidBody(format!("{} takes no request body", op.name)));
+        return Err(GatewayError::InvalidBody(format!(
+            "{} takes no request body",
+            op.name
+        )));
     }
     if body.is_empty() {
-        return Err(GatewayError::InvalidBody(format!("{} needs a JSON request body", op.name)));
+        return Err(GatewayError::InvalidBody(format!(
+            "{} needs a JSON request body",
+            op.name
+        )));
     }
-    let json: Value = serde_json::from_slice(body).map_err(|e| GatewayError::InvalidBody(format!("the body is not valid JSON: {e}")))?;
+    let json: Value = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::InvalidBody(format!("the body is not valid JSON: {e}")))?;
     match op.name {
         "RemoveUsers" => remove_users(&json),
         _ => Ok(()),
@@ -26,13 +33,22 @@ pub fn body(op: &Operation, body: &[u8]) -> Result<(), GatewayError> {
 /// `{"user_ids": [...]}`: a non-empty list of non-empty strings (SparkRTC's RemoveUsersReq).
 fn remove_users(json: &Value) -> Result<(), GatewayError> {
     let invalid = |why: &str| Err(GatewayError::InvalidBody(why.to_owned()));
-    let Some(object) = json.as_object() else { return invalid("the body must be a JSON object like {\"user_ids\": [\"user001\"]}") };
-    let Some(user_ids) = object.get("user_ids") else { return invalid("user_ids is missing") };
-    let Some(list) = user_ids.as_array() else { return invalid("user_ids must be a list of user ids") };
+    let Some(object) = json.as_object() else {
+        return invalid("the body must be a JSON object like {\"user_ids\": [\"user001\"]}");
+    };
+    let Some(user_ids) = object.get("user_ids") else {
+        return invalid("user_ids is missing");
+    };
+    let Some(list) = user_ids.as_array() else {
+        return invalid("user_ids must be a list of user ids");
+    };
     if list.is_empty() {
         return invalid("user_ids must name at least one user");
     }
-    if !list.iter().all(|id| id.as_str().is_some_and(|s| !s.is_empty())) {
+    if !list
+        .iter()
+        .all(|id| id.as_str().is_some_and(|s| !s.is_empty()))
+    {
         return invalid("every entry of user_ids must be a non-empty string");
     }
     Ok(())
@@ -49,8 +65,21 @@ mod tests {
 
     #[test]
     fn remove_users_needs_a_non_empty_list_of_non_empty_strings() {
-        assert_eq!(check("RemoveUsers", r#"{"user_ids":["user001","user002"]}"#), Ok(()));
-        for bad in ["", "[]", "{}", r#"{"user_ids":[]}"#, r#"{"user_ids":"u1"}"#, r#"{"user_ids":[""]}"#, r#"{"user_ids":["u",1]}"#, r#"{"user_ids":null}"#, "{not json"] {
+        assert_eq!(
+            check("RemoveUsers", r#"{"user_ids":["user001","user002"]}"#),
+            Ok(())
+        );
+        for bad in [
+            "",
+            "[]",
+            "{}",
+            r#"{"user_ids":[]}"#,
+            r#"{"user_ids":"u1"}"#,
+            r#"{"user_ids":[""]}"#,
+            r#"{"user_ids":["u",1]}"#,
+            r#"{"user_ids":null}"#,
+            "{not json",
+        ] {
             assert!(check("RemoveUsers", bad).is_err(), "{bad:?} was accepted");
         }
     }

@@ -10,7 +10,7 @@ mod operations;
 
 use std::fmt;
 
-use http::{Method, Uri};
+use http::{Method, Uri, Version};
 
 use crate::signer::encoding::{decode_strict, encode_into};
 use crate::signer::CanonicalQuery;
@@ -62,7 +62,10 @@ pub struct Route {
 
 impl Route {
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -114,16 +117,26 @@ impl Catalog {
         operations::OPERATIONS.iter().find(|op| op.name == name)
     }
 
-    /// Recognises the operation of `method uri`.
-    pub fn resolve(&self, method: &Method, uri: &Uri) -> Result<Route, RouteError> {
-        if uri.scheme().is_some() || uri.authority().is_some() || *method == Method::CONNECT || !uri.path().starts_with('/') {
+    /// Recognises the operation of `method uri`. HTTP/2 requests always carry a scheme and an
+    /// authority (naming the gateway); in HTTP/1 those mean an absolute-form target.
+    pub fn resolve(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        version: Version,
+    ) -> Result<Route, RouteError> {
+        let absolute =
+            version < Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some());
+        if absolute || *method == Method::CONNECT || !uri.path().starts_with('/') {
             return Err(RouteError::NotOriginForm);
         }
         let segments = decode_segments(uri.path())?;
         let mut allowed = Vec::new();
         let mut best: Option<(&'static Operation, usize)> = None;
         for op in self.operations() {
-            let Some(literals) = match_template(op.template, &segments) else { continue };
+            let Some(literals) = match_template(op.template, &segments) else {
+                continue;
+            };
             if op.method != *method {
                 allowed.push(op.method.as_str());
             } else if best.is_none_or(|(_, n)| literals > n) {
@@ -141,7 +154,11 @@ impl Catalog {
     }
 }
 
-fn build_route(operation: &'static Operation, segments: &[String], query: CanonicalQuery) -> Result<Route, RouteError> {
+fn build_route(
+    operation: &'static Operation,
+    segments: &[String],
+    query: CanonicalQuery,
+) -> Result<Route, RouteError> {
     let mut params = Vec::new();
     let mut path = String::with_capacity(64);
     for (template, value) in operation.template.split('/').skip(1).zip(segments) {
@@ -154,12 +171,21 @@ fn build_route(operation: &'static Operation, segments: &[String], query: Canoni
             None => path.push_str(template),
         }
     }
-    let param = |name: &str| params.iter().find(|(n, _)| *n == name).map(|(_, v): &(_, String)| v.clone());
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v): &(_, String)| v.clone())
+    };
     let app = match operation.app {
         AppFrom::Path => param("app_id"),
         AppFrom::Account => None,
         AppFrom::Query(key) => {
-            let mut values = query.pairs().iter().filter(|(k, _)| k == key).map(|(_, v)| v);
+            let mut values = query
+                .pairs()
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, v)| v);
             let first = values.next().cloned();
             if values.any(|v| Some(v) != first.as_ref()) {
                 return Err(RouteError::AmbiguousApp(key));
@@ -168,7 +194,14 @@ fn build_route(operation: &'static Operation, segments: &[String], query: Canoni
         }
     };
     let project_id = param("project_id");
-    Ok(Route { operation, app, project_id, params, path, query })
+    Ok(Route {
+        operation,
+        app,
+        project_id,
+        params,
+        path,
+        query,
+    })
 }
 
 /// Splits a path into decoded segments, dropping empty ones (`//`, a trailing `/`).
@@ -218,7 +251,7 @@ mod tests {
 
     fn resolve(method: Method, target: &str) -> Result<Route, RouteError> {
         let uri: Uri = target.parse().map_err(|_| RouteError::BadEncoding)?;
-        Catalog.resolve(&method, &uri)
+        Catalog.resolve(&method, &uri, Version::HTTP_11)
     }
 
     #[test]
@@ -228,7 +261,12 @@ mod tests {
         for (i, a) in ops.iter().enumerate() {
             for b in &ops[i + 1..] {
                 assert_ne!(a.name, b.name);
-                assert!(!(a.method == b.method && a.template == b.template), "{} and {} collide", a.name, b.name);
+                assert!(
+                    !(a.method == b.method && a.template == b.template),
+                    "{} and {} collide",
+                    a.name,
+                    b.name
+                );
             }
         }
     }
@@ -236,8 +274,15 @@ mod tests {
     #[test]
     fn every_operation_resolves_from_its_own_template() {
         for op in Catalog.operations() {
-            let target = op.template.replace("{project_id}", "p1").replace("{app_id}", "app-1").replace("{room_id}", "r1").replace("{job_id}", "j1").replace("{rule_id}", "u1");
-            let route = resolve(op.method.clone(), &target).unwrap_or_else(|e| panic!("{}: {e}", op.name));
+            let target = op
+                .template
+                .replace("{project_id}", "p1")
+                .replace("{app_id}", "app-1")
+                .replace("{room_id}", "r1")
+                .replace("{job_id}", "j1")
+                .replace("{rule_id}", "u1");
+            let route =
+                resolve(op.method.clone(), &target).unwrap_or_else(|e| panic!("{}: {e}", op.name));
             assert_eq!(route.operation.name, op.name);
             assert_eq!(route.path, target);
         }
@@ -245,22 +290,42 @@ mod tests {
 
     #[test]
     fn remove_users_names_app_and_room() {
-        let route = resolve(Method::POST, "/v2/apps/app-123/rooms/room%20456/batch-remove-users/").unwrap_or_else(|e| panic!("{e}"));
+        let route = resolve(
+            Method::POST,
+            "/v2/apps/app-123/rooms/room%20456/batch-remove-users/",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(route.operation.name, "RemoveUsers");
         assert_eq!(route.app.as_deref(), Some("app-123"));
         assert_eq!(route.param("room_id"), Some("room 456"));
-        assert_eq!(route.path, "/v2/apps/app-123/rooms/room%20456/batch-remove-users");
+        assert_eq!(
+            route.path,
+            "/v2/apps/app-123/rooms/room%20456/batch-remove-users"
+        );
     }
 
     #[test]
     fn v1_takes_app_and_project_from_query_and_path() {
-        let route = resolve(Method::GET, "/v1/p1/rtc/rooms?limit=10&app=a1").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((route.operation.name, route.app.as_deref(), route.project_id.as_deref()), ("ListRtcRoomList", Some("a1"), Some("p1")));
+        let route = resolve(Method::GET, "/v1/p1/rtc/rooms?limit=10&app=a1")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (
+                route.operation.name,
+                route.app.as_deref(),
+                route.project_id.as_deref()
+            ),
+            ("ListRtcRoomList", Some("a1"), Some("p1"))
+        );
         assert_eq!(route.query.to_string(), "app=a1&limit=10");
-        let route = resolve(Method::GET, "/v1/p1/rtc/client/event?app_id=a2").unwrap_or_else(|e| panic!("{e}"));
+        let route = resolve(Method::GET, "/v1/p1/rtc/client/event?app_id=a2")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(route.app.as_deref(), Some("a2"));
-        let route = resolve(Method::GET, "/v1/rtc/data/abnormal-event/dimension").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((route.operation.name, route.app), ("ListRtcAbnormalEventDimension", None));
+        let route = resolve(Method::GET, "/v1/rtc/data/abnormal-event/dimension")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (route.operation.name, route.app),
+            ("ListRtcAbnormalEventDimension", None)
+        );
     }
 
     #[test]
@@ -273,27 +338,68 @@ mod tests {
 
     #[test]
     fn refuses_what_could_escape_a_template() {
-        assert_eq!(resolve(Method::GET, "/v2/apps/a/../b"), Err(RouteError::DotSegment));
-        assert_eq!(resolve(Method::GET, "/v2/apps/%2e%2E"), Err(RouteError::DotSegment));
-        assert_eq!(resolve(Method::GET, "/v2/apps/a%2F..%2Fb"), Err(RouteError::EncodedSeparator));
-        assert_eq!(resolve(Method::GET, "/v2/apps/a%5cb"), Err(RouteError::EncodedSeparator));
-        assert_eq!(resolve(Method::GET, "/v2/apps/%FF"), Err(RouteError::BadEncoding));
-        assert_eq!(resolve(Method::GET, "/v2/apps/a%00"), Err(RouteError::BadEncoding));
-        assert_eq!(resolve(Method::GET, "http://evil.example/v2/apps"), Err(RouteError::NotOriginForm));
-        assert_eq!(resolve(Method::CONNECT, "evil.example:443"), Err(RouteError::NotOriginForm));
-        assert_eq!(resolve(Method::OPTIONS, "*"), Err(RouteError::NotOriginForm));
-        assert_eq!(resolve(Method::GET, "/v1/p/rtc/rooms?app=a&app=b"), Err(RouteError::AmbiguousApp("app")));
+        assert_eq!(
+            resolve(Method::GET, "/v2/apps/a/../b"),
+            Err(RouteError::DotSegment)
+        );
+        assert_eq!(
+            resolve(Method::GET, "/v2/apps/%2e%2E"),
+            Err(RouteError::DotSegment)
+        );
+        assert_eq!(
+            resolve(Method::GET, "/v2/apps/a%2F..%2Fb"),
+            Err(RouteError::EncodedSeparator)
+        );
+        assert_eq!(
+            resolve(Method::GET, "/v2/apps/a%5cb"),
+            Err(RouteError::EncodedSeparator)
+        );
+        assert_eq!(
+            resolve(Method::GET, "/v2/apps/%FF"),
+            Err(RouteError::BadEncoding)
+        );
+        assert_eq!(
+            resolve(Method::GET, "/v2/apps/a%00"),
+            Err(RouteError::BadEncoding)
+        );
+        assert_eq!(
+            resolve(Method::GET, "http://evil.example/v2/apps"),
+            Err(RouteError::NotOriginForm)
+        );
+        assert_eq!(
+            resolve(Method::CONNECT, "evil.example:443"),
+            Err(RouteError::NotOriginForm)
+        );
+        assert_eq!(
+            resolve(Method::OPTIONS, "*"),
+            Err(RouteError::NotOriginForm)
+        );
+        assert_eq!(
+            resolve(Method::GET, "/v1/p/rtc/rooms?app=a&app=b"),
+            Err(RouteError::AmbiguousApp("app"))
+        );
     }
 
     #[test]
     fn unknown_paths_and_methods_are_not_operations() {
-        assert_eq!(resolve(Method::GET, "/v2/secrets"), Err(RouteError::NoOperation { allowed: vec![] }));
-        assert_eq!(resolve(Method::GET, "/v2/apps/a/rooms/r/batch-remove-users"), Err(RouteError::NoOperation { allowed: vec!["POST"] }));
+        assert_eq!(
+            resolve(Method::GET, "/v2/secrets"),
+            Err(RouteError::NoOperation { allowed: vec![] })
+        );
+        assert_eq!(
+            resolve(Method::GET, "/v2/apps/a/rooms/r/batch-remove-users"),
+            Err(RouteError::NoOperation {
+                allowed: vec!["POST"]
+            })
+        );
     }
 
     #[test]
     fn normalises_spelling_of_the_same_path() {
         let a = resolve(Method::GET, "//v2//apps/%61pp-1/").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((a.operation.name, a.path.as_str()), ("ShowApp", "/v2/apps/app-1"));
+        assert_eq!(
+            (a.operation.name, a.path.as_str()),
+            ("ShowApp", "/v2/apps/app-1")
+        );
     }
 }

@@ -86,18 +86,36 @@ pub struct App {
 /// Why the configuration could not be used.
 #[derive(Debug)]
 pub enum ConfigError {
-    Read { path: PathBuf, source: std::io::Error },
-    Syntax { origin: String, message: String },
-    Invalid { origin: String, problems: Vec<Problem> },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    Syntax {
+        origin: String,
+        message: String,
+    },
+    Invalid {
+        origin: String,
+        problems: Vec<Problem>,
+    },
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::Read { path, source } => write!(f, "cannot read config file {}: {source}", path.display()),
-            ConfigError::Syntax { origin, message } => write!(f, "{origin} is not valid TOML: {message}"),
+            ConfigError::Read { path, source } => {
+                write!(f, "cannot read config file {}: {source}", path.display())
+            }
+            ConfigError::Syntax { origin, message } => {
+                write!(f, "{origin} is not valid TOML: {message}")
+            }
             ConfigError::Invalid { origin, problems } => {
-                write!(f, "{origin} has {} problem{}:", problems.len(), if problems.len() == 1 { "" } else { "s" })?;
+                write!(
+                    f,
+                    "{origin} has {} problem{}:",
+                    problems.len(),
+                    if problems.len() == 1 { "" } else { "s" }
+                )?;
                 for p in problems {
                     write!(f, "\n  - {p}")?;
                 }
@@ -112,18 +130,33 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Reads and validates a config file. Relative `*_file` paths are relative to the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, &path.display().to_string(), base, &|name| std::env::var(name).ok())
+        Config::parse(&text, &path.display().to_string(), base, &|name| {
+            std::env::var(name).ok()
+        })
     }
 
     /// Validates config text. `env` looks up environment variables, so tests need not set any.
-    pub fn parse(text: &str, origin: &str, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                origin: origin.to_owned(),
+                message: e.to_string().trim_end().to_owned(),
+            })?;
+        validate::config(&doc, base, env).map_err(|problems| ConfigError::Invalid {
             origin: origin.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-        validate::config(&doc, base, env).map_err(|problems| ConfigError::Invalid { origin: origin.to_owned(), problems })
+            problems,
+        })
     }
 
     /// The credential profile for a call on `app` (`None`: account-level).

@@ -24,7 +24,10 @@ pub struct Problems(pub Vec<Problem>);
 
 impl Problems {
     pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem { key: key.into(), message: message.into() });
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
     }
 }
 
@@ -37,11 +40,18 @@ pub struct Table<'a> {
 
 impl<'a> Table<'a> {
     pub fn root(table: &'a toml::Table) -> Self {
-        Table { path: String::new(), table: Some(table), read: BTreeSet::new() }
+        Table {
+            path: String::new(),
+            table: Some(table),
+            read: BTreeSet::new(),
+        }
     }
 
     pub fn key_path(&self, key: &str) -> String {
-        let quoted = if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        let quoted = if key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             key.to_owned()
         } else {
             format!("{key:?}")
@@ -70,16 +80,25 @@ impl<'a> Table<'a> {
             None => None,
             Some(toml::Value::Table(t)) => Some(t),
             Some(other) => {
-                problems.push(&path, format!("expected a table ([{path}]), found {}", show(other)));
+                problems.push(
+                    &path,
+                    format!("expected a table ([{path}]), found {}", show(other)),
+                );
                 None
             }
         };
-        Table { path, table, read: BTreeSet::new() }
+        Table {
+            path,
+            table,
+            read: BTreeSet::new(),
+        }
     }
 
     /// The sub-tables of this table by name, e.g. every `[profiles.NAME]`.
     pub fn entries(&mut self, problems: &mut Problems) -> Vec<(&'a str, Table<'a>)> {
-        let Some(table) = self.table else { return Vec::new() };
+        let Some(table) = self.table else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
         for key in table.keys() {
             let sub = self.table(key, problems);
@@ -94,7 +113,10 @@ impl<'a> Table<'a> {
         match self.value(key)? {
             toml::Value::String(s) => Some(s),
             other => {
-                problems.push(self.key_path(key), format!("expected a string in quotes, found {}", show(other)));
+                problems.push(
+                    self.key_path(key),
+                    format!("expected a string in quotes, found {}", show(other)),
+                );
                 None
             }
         }
@@ -119,36 +141,68 @@ impl<'a> Table<'a> {
         match self.value(key)? {
             toml::Value::Boolean(b) => Some(*b),
             other => {
-                problems.push(self.key_path(key), format!("expected true or false, found {}", show(other)));
+                problems.push(
+                    self.key_path(key),
+                    format!("expected true or false, found {}", show(other)),
+                );
                 None
             }
         }
     }
 
     /// A whole number within `min..=max`.
-    pub fn integer(&mut self, key: &str, min: u64, max: u64, problems: &mut Problems) -> Option<u64> {
+    pub fn integer(
+        &mut self,
+        key: &str,
+        min: u64,
+        max: u64,
+        problems: &mut Problems,
+    ) -> Option<u64> {
         let value = self.value(key)?;
         match value.as_integer().and_then(|i| u64::try_from(i).ok()) {
             Some(n) if (min..=max).contains(&n) => Some(n),
             _ => {
-                problems.push(self.key_path(key), format!("{} must be a whole number from {min} to {max}", show(value)));
+                problems.push(
+                    self.key_path(key),
+                    format!("{} must be a whole number from {min} to {max}", show(value)),
+                );
                 None
             }
         }
     }
 
     /// A duration written as `500ms`, `3s`, `2m` or `1h`, within `min..=max`.
-    pub fn duration(&mut self, key: &str, min: Duration, max: Duration, problems: &mut Problems) -> Option<Duration> {
+    pub fn duration(
+        &mut self,
+        key: &str,
+        min: Duration,
+        max: Duration,
+        problems: &mut Problems,
+    ) -> Option<Duration> {
         let value = self.value(key)?;
         let parsed = value.as_str().and_then(parse_duration);
         match parsed {
             Some(d) if d >= min && d <= max => Some(d),
             Some(_) => {
-                problems.push(self.key_path(key), format!("{} must be between {} and {}", show(value), show_duration(min), show_duration(max)));
+                problems.push(
+                    self.key_path(key),
+                    format!(
+                        "{} must be between {} and {}",
+                        show(value),
+                        show_duration(min),
+                        show_duration(max)
+                    ),
+                );
                 None
             }
             None => {
-                problems.push(self.key_path(key), format!("{} is not a duration; write it like \"500ms\", \"3s\" or \"2m\"", show(value)));
+                problems.push(
+                    self.key_path(key),
+                    format!(
+                        "{} is not a duration; write it like \"500ms\", \"3s\" or \"2m\"",
+                        show(value)
+                    ),
+                );
                 None
             }
         }
@@ -159,7 +213,10 @@ impl<'a> Table<'a> {
         let Some(table) = self.table else { return };
         for key in table.keys() {
             if !self.read.contains(key.as_str()) {
-                problems.push(self.key_path(key), "unknown key; check the spelling against config/gateway.example.toml");
+                problems.push(
+                    self.key_path(key),
+                    "unknown key; check the spelling against config/gateway.example.toml",
+                );
             }
         }
     }

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use http::request::Parts;
 use http::header;
+use http::request::Parts;
 
 use crate::config::Profile;
 use crate::signer::{self, Algorithm, CanonicalQuery, HeaderList, SdkDate, SignInput, SigningKey};
@@ -65,20 +65,51 @@ fn parse_authorization(value: &str) -> Option<Authorization<'_>> {
         "SDK-HMAC-SM3" => (Algorithm::HmacSm3, credential.strip_prefix("Access=")?),
         "V11-HMAC-SHA256" => {
             let mut scope = credential.strip_prefix("Credential=")?.split('/');
-            let (ak, _day, region, service) = (scope.next()?, scope.next()?, scope.next()?, scope.next()?);
-            (Algorithm::V11HmacSha256 { region: region.to_owned(), service: service.to_owned() }, ak)
+            let (ak, _day, region, service) =
+                (scope.next()?, scope.next()?, scope.next()?, scope.next()?);
+            (
+                Algorithm::V11HmacSha256 {
+                    region: region.to_owned(),
+                    service: service.to_owned(),
+                },
+                ak,
+            )
         }
         _ => return None,
     };
-    Some(Authorization { algorithm, access_key, signed_headers, signature })
+    Some(Authorization {
+        algorithm,
+        access_key,
+        signed_headers,
+        signature,
+    })
 }
 
 /// Checks an AK/SK signature; on success returns the profile whose key signed.
-pub fn verify<'p>(parts: &Parts, body: &[u8], profiles: &'p [Arc<Profile>], now: SdkDate) -> Result<&'p Arc<Profile>, Rejection> {
-    let auth = parts.headers.get(header::AUTHORIZATION).ok_or(Rejection::MissingAuthorization)?;
-    let auth = auth.to_str().ok().and_then(parse_authorization).ok_or(Rejection::MalformedAuthorization)?;
-    let profile = profiles.iter().find(|p| p.key.access_key.expose() == auth.access_key).ok_or(Rejection::UnknownAccessKey)?;
-    let date = parts.headers.get(signer::HEADER_DATE).and_then(|v| SdkDate::parse(v.to_str().ok()?)).ok_or(Rejection::BadDate)?;
+pub fn verify<'p>(
+    parts: &Parts,
+    body: &[u8],
+    profiles: &'p [Arc<Profile>],
+    now: SdkDate,
+) -> Result<&'p Arc<Profile>, Rejection> {
+    let auth = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or(Rejection::MissingAuthorization)?;
+    let auth = auth
+        .to_str()
+        .ok()
+        .and_then(parse_authorization)
+        .ok_or(Rejection::MalformedAuthorization)?;
+    let profile = profiles
+        .iter()
+        .find(|p| p.key.access_key.expose() == auth.access_key)
+        .ok_or(Rejection::UnknownAccessKey)?;
+    let date = parts
+        .headers
+        .get(signer::HEADER_DATE)
+        .and_then(|v| SdkDate::parse(v.to_str().ok()?))
+        .ok_or(Rejection::BadDate)?;
     if date.unix().abs_diff(now.unix()) > MAX_SKEW_SECS {
         return Err(Rejection::ClockSkew);
     }
@@ -88,15 +119,31 @@ pub fn verify<'p>(parts: &Parts, body: &[u8], profiles: &'p [Arc<Profile>], now:
     for name in auth.signed_headers.split(';') {
         let value = match parts.headers.get(name) {
             Some(v) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            None if name == "host" => parts.uri.authority().map(|a| a.to_string()).ok_or(Rejection::SignatureMismatch)?,
+            None if name == "host" => parts
+                .uri
+                .authority()
+                .map(|a| a.to_string())
+                .ok_or(Rejection::SignatureMismatch)?,
             None => return Err(Rejection::SignatureMismatch),
         };
         headers.set(name, value);
     }
-    let key = SigningKey { algorithm: auth.algorithm, access_key: profile.key.access_key.clone(), secret_key: profile.key.secret_key.clone(), security_token: None };
+    let key = SigningKey {
+        algorithm: auth.algorithm,
+        access_key: profile.key.access_key.clone(),
+        secret_key: profile.key.secret_key.clone(),
+        security_token: None,
+    };
     let query = CanonicalQuery::parse(parts.uri.query().unwrap_or(""));
-    let input = SignInput { method: parts.method.as_str(), host: "", path: parts.uri.path(), query: &query, body };
-    let expected = signer::sign(&input, &mut headers, &key, date).map_err(|_| Rejection::BadDate)?;
+    let input = SignInput {
+        method: parts.method.as_str(),
+        host: "",
+        path: parts.uri.path(),
+        query: &query,
+        body,
+    };
+    let expected =
+        signer::sign(&input, &mut headers, &key, date).map_err(|_| Rejection::BadDate)?;
     if !constant_time_eq(expected.signature.as_bytes(), auth.signature.as_bytes()) {
         return Err(Rejection::SignatureMismatch);
     }

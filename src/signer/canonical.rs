@@ -118,12 +118,18 @@ impl HeaderList {
 
     /// Value of the first header whose name matches `name` exactly.
     pub fn exact(&self, name: &str) -> Option<&str> {
-        self.entries.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.entries
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Value of the first header whose name matches `name` ignoring case (Python's `lower()`).
     pub fn ignore_case(&self, name: &str) -> Option<&str> {
-        self.entries.iter().find(|(n, _)| same_name(n, name)).map(|(_, v)| v.as_str())
+        self.entries
+            .iter()
+            .find(|(n, _)| same_name(n, name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -226,7 +232,10 @@ mod tests {
         let mut h: HeaderList = [("A", "1"), ("b", "2")].into_iter().collect();
         h.set("A", "3");
         h.set("a", "4");
-        assert_eq!(h.iter().collect::<Vec<_>>(), [("A", "3"), ("b", "2"), ("a", "4")]);
+        assert_eq!(
+            h.iter().collect::<Vec<_>>(),
+            [("A", "3"), ("b", "2"), ("a", "4")]
+        );
         assert_eq!(h.ignore_case("B"), Some("2"));
         assert_eq!(h.exact("B"), None);
     }

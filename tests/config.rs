@@ -1,0 +1,131 @@
+//! Configuration errors: every problem reported at once, with the key, the value and the fix;
+//! `check` exits 64 on them; the example and demo configs are valid.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed expectation is the test failing
+
+use std::path::Path;
+use std::process::Command;
+
+use sparkrtc_gateway::config::{Config, ConfigError};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sparkrtc-gateway");
+
+fn problems(text: &str) -> Vec<String> {
+    match Config::parse(text, "t.toml", Path::new("."), &|_| None) {
+        Err(ConfigError::Invalid { problems, .. }) => {
+            problems.iter().map(ToString::to_string).collect()
+        }
+        other => panic!("expected problems, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_config_with_several_mistakes_reports_all_of_them() {
+    let found = problems(
+        r#"
+[server]
+listen = "localhost:eighty"
+max_body_bytes = 20000000
+lissen = "typo"
+
+[upstream]
+endpoint = "http://rtc.example"
+connect_timeout = "3 sec"
+
+[profiles.main]
+access_key = "AK"
+secret_key_env = "UNSET_VARIABLE_FOR_TEST"
+project_id = ""
+
+[apps."app-1"]
+profile = "mian"
+"#,
+    );
+    let expect = [
+        "server.listen: \"localhost:eighty\" is not an address",
+        "server.max_body_bytes: 20000000 must be a whole number from 1 to 12582912",
+        "server.lissen: unknown key",
+        "upstream.endpoint: \"http://rtc.example\" is plain http",
+        "upstream.connect_timeout: \"3 sec\" is not a duration",
+        "profiles.main.secret_key_env: names the environment variable UNSET_VARIABLE_FOR_TEST, which is not set",
+        "profiles.main.project_id: set the Huawei Cloud project id",
+        "apps.app-1.profile: \"mian\" is not a defined profile; defined: [\"main\"]",
+    ];
+    for e in expect {
+        assert!(
+            found.iter().any(|f| f.starts_with(e)),
+            "missing {e:?} in {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), expect.len(), "{found:#?}");
+}
+
+#[test]
+fn secret_values_never_appear_in_problems() {
+    let found = problems("[profiles.p]\naccess_key = \"AK\"\nsecret_key = \"hunter2-secret\"\nsecret_key_file = \"x\"\nproject_id = \"p1\"\n");
+    assert!(
+        found
+            .iter()
+            .any(|f| f.starts_with("profiles.p.secret_key: is given more than once")),
+        "{found:#?}"
+    );
+    assert!(!found.join("\n").contains("hunter2"));
+}
+
+#[test]
+fn secrets_come_from_files_trimmed() {
+    let dir = std::env::temp_dir().join(format!("sparkrtc-gw-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("sk"), "SK-from-file\n").unwrap_or_else(|e| panic!("{e}"));
+    let text = "[profiles.p]\naccess_key = \"AK\"\nsecret_key_file = \"sk\"\nproject_id = \"p1\"\n";
+    let config = Config::parse(text, "t.toml", &dir, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.profiles["p"].key.secret_key.expose(), "SK-from-file");
+    assert!(
+        !format!("{config:?}").contains("SK-from-file"),
+        "Debug output shows the secret"
+    );
+}
+
+#[test]
+fn check_exits_64_and_lists_every_problem() {
+    let dir = std::env::temp_dir().join(format!("sparkrtc-gw-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"nope\"\n[upstream]\nresponse_timeout = \"forever\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "server.listen",
+        "upstream.response_timeout",
+        "profiles: no credential profile",
+    ] {
+        assert!(stderr.contains(key), "{key} missing from: {stderr}");
+    }
+}
+
+#[test]
+fn bundled_configs_pass_check() {
+    for file in ["config/gateway.example.toml", "config/demo.toml"] {
+        let out = Command::new(BIN)
+            .args(["check", "--config", file])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("SPARKRTC_AK", "AKEXAMPLE")
+            .env("SPARKRTC_SK", "SKEXAMPLE")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

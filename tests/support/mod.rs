@@ -1,0 +1,348 @@
+//! Test harness: the gateway in-process on 127.0.0.1:0 in front of a mock SparkRTC that listens
+//! with real TLS (the committed test CA in tests/data/certs), re-verifies every signature from
+//! the bytes it received, records every request and answers as each test scripts it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use sparkrtc_gateway::body::Body;
+use sparkrtc_gateway::config::{Config, Profile};
+use sparkrtc_gateway::listener::{self, Handler};
+use sparkrtc_gateway::sandbox::{self, Rejection};
+use sparkrtc_gateway::signer::SdkDate;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const AK: &str = "AKTEST0000000000001";
+pub const SK: &str = "SKTEST-secret-key-value-0000000000000000";
+pub const PROJECT: &str = "0123456789abcdef0123456789abcdef";
+pub const APP: &str = "app-123";
+
+pub fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
+}
+
+/// A request as the mock upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub verified: Result<String, Rejection>,
+}
+
+pub enum Reply {
+    With {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: String,
+    },
+    /// Never answer.
+    Stall,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply::With {
+            status,
+            headers: vec![("X-request-Id", "up-req-1".to_owned())],
+            body: String::new(),
+        }
+    }
+}
+
+type Script = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
+
+#[derive(Clone)]
+pub struct MockUpstream {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    profiles: Arc<[Arc<Profile>]>,
+    script: Script,
+}
+
+impl MockUpstream {
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Handler for MockUpstream {
+    async fn call(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let now = SdkDate::from_system_time(std::time::SystemTime::now());
+        let verified = sandbox::verify(&parts, &body, &self.profiles, now).map(|p| p.name.clone());
+        let seen = Seen {
+            method: parts.method.to_string(),
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            headers: parts.headers.clone(),
+            body,
+            verified,
+        };
+        let reply = (self.script)(&seen);
+        if let Ok(mut all) = self.seen.lock() {
+            all.push(seen);
+        }
+        match reply {
+            Reply::Stall => std::future::pending().await,
+            Reply::With {
+                status,
+                headers,
+                body,
+            } => {
+                let mut rsp = Response::new(Body::full(Bytes::from(body)));
+                *rsp.status_mut() =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                for (name, value) in headers {
+                    rsp.headers_mut().insert(
+                        name,
+                        value.parse().unwrap_or_else(|_| panic!("header {name}")),
+                    );
+                }
+                rsp
+            }
+        }
+    }
+}
+
+/// The gateway config the tests use, pointed at `upstream` over TLS; `extra` is appended.
+pub fn config_text(upstream: SocketAddr, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+max_body_bytes = 4096
+
+[upstream]
+endpoint = "https://127.0.0.1:{port}"
+ca_file = "{ca}"
+connect_timeout = "2s"
+response_timeout = "500ms"
+
+[profiles.main]
+access_key = "{AK}"
+secret_key_env = "TEST_SK"
+project_id = "{PROJECT}"
+
+[apps."{APP}"]
+profile = "main"
+
+[account]
+profile = "main"
+{extra}
+"#,
+        port = upstream.port(),
+        ca = data("certs/ca.pem").display(),
+    )
+}
+
+pub fn parse_config(text: &str) -> Config {
+    Config::parse(text, "test.toml", Path::new("."), &|name| {
+        (name == "TEST_SK").then(|| SK.to_owned())
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A running pair: gateway in front of a TLS mock upstream.
+pub struct Harness {
+    pub gateway: SocketAddr,
+    pub upstream: MockUpstream,
+    pub upstream_addr: SocketAddr,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+pub async fn start(script: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Harness {
+    start_with(script, "").await
+}
+
+pub async fn start_with(
+    script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    extra: &str,
+) -> Harness {
+    let upstream_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let upstream_addr = upstream_listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let config = parse_config(&config_text(upstream_addr, extra));
+    let upstream = MockUpstream {
+        seen: Arc::default(),
+        profiles: config.profiles.values().cloned().collect(),
+        script: Arc::new(script),
+    };
+    let tls =
+        sparkrtc_gateway::tls::server_config(&data("certs/server.pem"), &data("certs/server.key"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(listener::serve(
+        upstream_listener,
+        Some(tls),
+        upstream.clone(),
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    let gateway = start_gateway(config).await;
+    Harness {
+        gateway,
+        upstream,
+        upstream_addr,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    }
+}
+
+pub async fn start_gateway(config: Config) -> SocketAddr {
+    let gw = sparkrtc_gateway::Gateway::new(config).unwrap_or_else(|e| panic!("{e}"));
+    let running =
+        sparkrtc_gateway::spawn(gw, "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    let addr = running.addr;
+    // The gateway lives as long as the test's runtime.
+    std::mem::forget(running);
+    addr
+}
+
+/// What the caller got back.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body {:?} is not JSON: {e}", self.body))
+    }
+
+    /// Asserts a gateway-made refusal: status, code, marker header, SparkRTC shape, request id.
+    pub fn assert_gateway_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.header("x-gateway-error"), Some(code), "{self:?}");
+        let json = self.json();
+        assert_eq!(json["error_code"], code, "{self:?}");
+        assert!(
+            json["error_msg"].as_str().is_some_and(|m| !m.is_empty()),
+            "{self:?}"
+        );
+        assert!(
+            self.header("x-request-id").is_some_and(|id| !id.is_empty()),
+            "{self:?}"
+        );
+    }
+}
+
+impl Harness {
+    /// A harness around a gateway started elsewhere, with no mock upstream of its own.
+    pub fn client_for(gateway: SocketAddr) -> Harness {
+        let upstream = MockUpstream {
+            seen: Arc::default(),
+            profiles: Arc::new([]),
+            script: Arc::new(|_| Reply::Stall),
+        };
+        Harness {
+            gateway,
+            upstream,
+            upstream_addr: gateway,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Answer {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.gateway));
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rsp = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
+            .await
+            .unwrap_or_else(|_| panic!("the gateway hung"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (parts, body) = rsp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    pub async fn remove_users(&self, body: &str) -> Answer {
+        self.call(
+            "POST",
+            &format!("/v2/apps/{APP}/rooms/room-456/batch-remove-users"),
+            &[("content-type", "application/json")],
+            body,
+        )
+        .await
+    }
+
+    /// Sends raw bytes, for request targets an HTTP client library would not produce.
+    pub async fn raw(&self, request: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(self.gateway)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        out.extend_from_slice(&buf[..n]);
+                        if String::from_utf8_lossy(&out).contains("\r\n\r\n{")
+                            && out.ends_with(b"}")
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        read.await.unwrap_or_else(|_| panic!("the gateway hung"));
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
