@@ -16,11 +16,7 @@ use crate::error::BoxError;
 
 pub enum Body {
     Full(Option<Bytes>),
-    Upstream {
-        inner: Incoming,
-        idle: Duration,
-        timer: Pin<Box<Sleep>>,
-    },
+    Upstream { inner: Incoming, idle: Duration, timer: Pin<Box<Sleep>> },
 }
 
 impl Body {
@@ -33,11 +29,7 @@ impl Body {
     }
 
     pub fn upstream(inner: Incoming, idle: Duration) -> Self {
-        Body::Upstream {
-            inner,
-            idle,
-            timer: Box::pin(sleep(idle)),
-        }
+        Body::Upstream { inner, idle, timer: Box::pin(sleep(idle)) }
     }
 }
 
@@ -46,11 +38,7 @@ struct StalledBody(Duration);
 
 impl std::fmt::Display for StalledBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the upstream body sent nothing for {} ms",
-            self.0.as_millis()
-        )
+        write!(f, "the upstream body sent nothing for {} ms", self.0.as_millis())
     }
 }
 
@@ -60,10 +48,7 @@ impl http_body::Body for Body {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Body::Upstream { inner, idle, timer } => match Pin::new(inner).poll_frame(cx) {

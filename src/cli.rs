@@ -51,23 +51,13 @@ pub struct Args {
 
 pub fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let command = args.next().ok_or("no command given")?;
-    let mut parsed = Args {
-        command,
-        config: None,
-        listen: None,
-        tls_cert: None,
-        tls_key: None,
-    };
+    let mut parsed = Args { command, config: None, listen: None, tls_cert: None, tls_key: None };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--config" | "-c" => parsed.config = Some(PathBuf::from(value()?)),
             "--listen" => {
-                parsed.listen = Some(
-                    value()?
-                        .parse()
-                        .map_err(|_| "--listen takes an address like 127.0.0.1:8080")?,
-                )
+                parsed.listen = Some(value()?.parse().map_err(|_| "--listen takes an address like 127.0.0.1:8080")?)
             }
             "--tls-cert" => parsed.tls_cert = Some(PathBuf::from(value()?)),
             "--tls-key" => parsed.tls_key = Some(PathBuf::from(value()?)),
@@ -90,9 +80,7 @@ pub fn err(text: &str) {
 
 fn load(args: &Args) -> Result<Config, ExitCode> {
     let Some(path) = &args.config else {
-        err(&format!(
-            "no config file: pass --config FILE or set {CONFIG_ENV}"
-        ));
+        err(&format!("no config file: pass --config FILE or set {CONFIG_ENV}"));
         return Err(ExitCode::from(EXIT_USAGE));
     };
     Config::load(path).map_err(|e| report(&e))
@@ -109,20 +97,13 @@ pub fn check(args: &Args) -> ExitCode {
         Ok(config) => {
             out(&format!(
                 "{}: OK. listen {}, upstream {}://{}, {} profile(s), {} app(s){}",
-                args.config
-                    .as_deref()
-                    .map_or(Path::new("?"), |p| p)
-                    .display(),
+                args.config.as_deref().map_or(Path::new("?"), |p| p).display(),
                 config.listen,
                 config.upstream.scheme,
                 config.upstream.authority,
                 config.profiles.len(),
                 config.apps.len(),
-                if config.account.is_some() {
-                    ", account-level operations on"
-                } else {
-                    ""
-                }
+                if config.account.is_some() { ", account-level operations on" } else { "" }
             ));
             ExitCode::SUCCESS
         }
@@ -175,9 +156,7 @@ pub async fn sandbox(args: &Args) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let listen = args
-        .listen
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 18443)));
+    let listen = args.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 18443)));
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -185,18 +164,8 @@ pub async fn sandbox(args: &Args) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    out(&format!(
-        "sandbox: SparkRTC stand-in on {}://{listen}",
-        if tls.is_some() { "https" } else { "http" }
-    ));
-    listener::serve(
-        listener,
-        tls,
-        crate::sandbox::Sandbox::new(&config),
-        stop_signal(),
-        listener::DEFAULT_GRACE,
-    )
-    .await;
+    out(&format!("sandbox: SparkRTC stand-in on {}://{listen}", if tls.is_some() { "https" } else { "http" }));
+    listener::serve(listener, tls, crate::sandbox::Sandbox::new(&config), stop_signal(), listener::DEFAULT_GRACE).await;
     ExitCode::SUCCESS
 }
 

@@ -23,21 +23,14 @@ pub const EXAMPLE_PATH: &str = "/v2/apps/demo-app/rooms/room-1/batch-remove-user
 pub const EXAMPLE_BODY: &str = r#"{"user_ids": ["user001", "user002"]}"#;
 
 pub async fn run(listen: Option<SocketAddr>) -> ExitCode {
-    let mut config = match Config::parse(
-        DEMO_CONFIG,
-        "config/demo.toml (embedded)",
-        Path::new("."),
-        &|_| None,
-    ) {
+    let mut config = match Config::parse(DEMO_CONFIG, "config/demo.toml (embedded)", Path::new("."), &|_| None) {
         Ok(c) => c,
         Err(e) => return crate::cli::report(&e),
     };
     telemetry::init(&config.log);
     match start(&mut config, listen).await {
         Ok(gateway_addr) => {
-            out(&format!(
-                "\nThe gateway is serving on http://{gateway_addr}; try it (Ctrl-C stops):\n"
-            ));
+            out(&format!("\nThe gateway is serving on http://{gateway_addr}; try it (Ctrl-C stops):\n"));
             out(&format!(
                 "  curl -i -X POST http://{gateway_addr}{EXAMPLE_PATH} \\\n       -H 'Content-Type: application/json' -d '{{\"user_ids\":[\"user001\"]}}'\n"
             ));
@@ -52,53 +45,29 @@ pub async fn run(listen: Option<SocketAddr>) -> ExitCode {
 }
 
 /// Starts both servers in the background and sends the example call; returns the gateway address.
-async fn start(
-    config: &mut Config,
-    listen: Option<SocketAddr>,
-) -> Result<SocketAddr, crate::BoxError> {
+async fn start(config: &mut Config, listen: Option<SocketAddr>) -> Result<SocketAddr, crate::BoxError> {
     let sandbox_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let sandbox_addr = sandbox_listener.local_addr()?;
     let sandbox = Sandbox::new(config);
-    tokio::spawn(listener::serve(
-        sandbox_listener,
-        None,
-        sandbox,
-        std::future::pending(),
-        listener::DEFAULT_GRACE,
-    ));
+    tokio::spawn(listener::serve(sandbox_listener, None, sandbox, std::future::pending(), listener::DEFAULT_GRACE));
     config.upstream.authority = sandbox_addr.to_string().parse()?;
-    out(&format!(
-        "sandbox: SparkRTC stand-in on http://{sandbox_addr}, verifying every signature"
-    ));
+    out(&format!("sandbox: SparkRTC stand-in on http://{sandbox_addr}, verifying every signature"));
 
     let listen = listen.unwrap_or(config.listen);
-    let gateway_listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        format!("cannot listen on {listen}: {e}; pass --listen 127.0.0.1:0 for any free port")
-    })?;
+    let gateway_listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}; pass --listen 127.0.0.1:0 for any free port"))?;
     let gateway_addr = gateway_listener.local_addr()?;
     let gateway = Gateway::new(config.clone())?;
-    tokio::spawn(crate::run(
-        gateway,
-        gateway_listener,
-        std::future::pending(),
-    ));
+    tokio::spawn(crate::run(gateway, gateway_listener, std::future::pending()));
     out(&format!("gateway: http://{gateway_addr} -> sandbox, signing with profile \"demo\" (SDK-HMAC-SHA256)\n"));
 
-    out(&format!(
-        "POST {EXAMPLE_PATH}\n{EXAMPLE_BODY}   (no credentials sent)\n"
-    ));
+    out(&format!("POST {EXAMPLE_PATH}\n{EXAMPLE_BODY}   (no credentials sent)\n"));
     let rsp = send_example(gateway_addr).await?;
     let (parts, body) = rsp.into_parts();
     let body = body.collect().await?.to_bytes();
-    out(&format!(
-        "<- {} {}",
-        parts.status.as_u16(),
-        parts.status.canonical_reason().unwrap_or("")
-    ));
-    for name in [
-        crate::request_id::HEADER,
-        crate::relay::HEADER_GATEWAY_REQUEST_ID,
-    ] {
+    out(&format!("<- {} {}", parts.status.as_u16(), parts.status.canonical_reason().unwrap_or("")));
+    for name in [crate::request_id::HEADER, crate::relay::HEADER_GATEWAY_REQUEST_ID] {
         if let Some(v) = parts.headers.get(name) {
             out(&format!("<- {name}: {}", v.to_str().unwrap_or("?")));
         }
@@ -109,9 +78,7 @@ async fn start(
     Ok(gateway_addr)
 }
 
-async fn send_example(
-    gateway: SocketAddr,
-) -> Result<Response<hyper::body::Incoming>, crate::BoxError> {
+async fn send_example(gateway: SocketAddr) -> Result<Response<hyper::body::Incoming>, crate::BoxError> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let req = Request::post(format!("http://{gateway}{EXAMPLE_PATH}"))
         .header("content-type", "application/json")

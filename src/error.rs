@@ -13,6 +13,8 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::Body;
 use crate::catalog::RouteError;
+use crate::policy::IdentifyError;
+use crate::ratelimit::Limited;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -32,6 +34,12 @@ pub enum GatewayError {
     },
     /// A v1 path names a project other than the one of the app's credentials.
     ProjectMismatch,
+    /// A caller key was sent that belongs to no configured caller.
+    UnknownCallerKey,
+    /// No allow rule lets this caller run this operation on this app; names the rule set.
+    NotAllowed(String),
+    /// Over a rate limit.
+    RateLimited(Limited),
     /// A header the gateway must sign is unusable (e.g. a non-text `Content-Type`).
     BadHeader(&'static str),
     /// The body fails the operation's validation.
@@ -62,14 +70,8 @@ impl GatewayError {
     pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         use GatewayError::*;
         match self {
-            BadRoute(RouteError::AmbiguousApp(_)) => {
-                (StatusCode::BAD_REQUEST, "RTCGW.4003", "AmbiguousApp")
-            }
-            BadRoute(RouteError::NotOriginForm) => (
-                StatusCode::BAD_REQUEST,
-                "RTCGW.4002",
-                "InvalidRequestTarget",
-            ),
+            BadRoute(RouteError::AmbiguousApp(_)) => (StatusCode::BAD_REQUEST, "RTCGW.4003", "AmbiguousApp"),
+            BadRoute(RouteError::NotOriginForm) => (StatusCode::BAD_REQUEST, "RTCGW.4002", "InvalidRequestTarget"),
             BadRoute(
                 RouteError::DotSegment
                 | RouteError::EncodedSeparator
@@ -77,28 +79,19 @@ impl GatewayError {
                 | RouteError::NoOperation { .. },
             ) => (StatusCode::BAD_REQUEST, "RTCGW.4001", "InvalidPath"),
             BadHeader(_) => (StatusCode::BAD_REQUEST, "RTCGW.4004", "InvalidHeader"),
-            InvalidBody(_) => (
-                StatusCode::BAD_REQUEST,
-                "RTCGW.4005",
-                "InvalidParameterValue",
-            ),
+            InvalidBody(_) => (StatusCode::BAD_REQUEST, "RTCGW.4005", "InvalidParameterValue"),
             BodyRead(_) => (StatusCode::BAD_REQUEST, "RTCGW.4006", "IncompleteBody"),
             BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "RTCGW.4080", "BodyTimeout"),
             AppNotServed { .. } => (StatusCode::FORBIDDEN, "RTCGW.4030", "AppNotServed"),
             ProjectMismatch => (StatusCode::FORBIDDEN, "RTCGW.4031", "ProjectMismatch"),
+            UnknownCallerKey => (StatusCode::FORBIDDEN, "RTCGW.4032", "CallerNotRecognised"),
+            NotAllowed(_) => (StatusCode::FORBIDDEN, "RTCGW.4033", "NotAllowed"),
             UnknownOperation(_) => (StatusCode::NOT_FOUND, "RTCGW.4040", "UnknownOperation"),
             BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "RTCGW.4130", "BodyTooLarge"),
-            Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "RTCGW.5000",
-                "InternalError",
-            ),
-            UpstreamUnreachable(_) => {
-                (StatusCode::BAD_GATEWAY, "RTCGW.5020", "UpstreamUnreachable")
-            }
-            UpstreamTimeout { .. } => {
-                (StatusCode::GATEWAY_TIMEOUT, "RTCGW.5040", "UpstreamTimeout")
-            }
+            RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "RTCGW.4290", "RateLimited"),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "RTCGW.5000", "InternalError"),
+            UpstreamUnreachable(_) => (StatusCode::BAD_GATEWAY, "RTCGW.5020", "UpstreamUnreachable"),
+            UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "RTCGW.5040", "UpstreamTimeout"),
         }
     }
 
@@ -108,24 +101,24 @@ impl GatewayError {
         match self {
             BadRoute(e) | UnknownOperation(e) => e.to_string(),
             AppNotServed { app: Some(app) } => format!("app {app:?} is not served by this gateway"),
-            AppNotServed { app: None } => {
-                "account-level operations are not served by this gateway".to_owned()
-            }
-            ProjectMismatch => {
-                "the project id in the path is not the project of this app's credentials".to_owned()
-            }
+            AppNotServed { app: None } => "account-level operations are not served by this gateway".to_owned(),
+            ProjectMismatch => "the project id in the path is not the project of this app's credentials".to_owned(),
+            UnknownCallerKey => "the caller key matches no configured caller".to_owned(),
+            NotAllowed(why) => why.clone(),
+            RateLimited(l) => format!(
+                "over the {} limit of {} calls per {} s; retry after {} s",
+                l.policy,
+                l.rate.burst,
+                l.rate.window_secs(),
+                l.retry_after_secs
+            ),
             BadHeader(why) => (*why).to_owned(),
             InvalidBody(why) => why.clone(),
             BodyTooLarge { limit } => format!("the request body is larger than {limit} bytes"),
             BodyRead(_) => "the request body ended before it was complete".to_owned(),
-            BodyTimeout { after } => format!(
-                "the request body did not arrive within {} ms",
-                after.as_millis()
-            ),
+            BodyTimeout { after } => format!("the request body did not arrive within {} ms", after.as_millis()),
             UpstreamUnreachable(_) => "SparkRTC could not be reached".to_owned(),
-            UpstreamTimeout { after } => {
-                format!("SparkRTC did not answer within {} ms", after.as_millis())
-            }
+            UpstreamTimeout { after } => format!("SparkRTC did not answer within {} ms", after.as_millis()),
             Internal(_) => "the gateway failed to handle the request".to_owned(),
         }
     }
@@ -134,20 +127,36 @@ impl GatewayError {
     pub fn to_response(&self, request_id: &str) -> Response<Body> {
         let (status, code, name) = self.parts();
         let detail = self.caller_message();
-        let body =
-            serde_json::json!({ "error_code": code, "error_msg": format!("{name}: {detail}") });
+        let body = serde_json::json!({ "error_code": code, "error_msg": format!("{name}: {detail}") });
         let mut rsp = Response::new(Body::full(Bytes::from(body.to_string())));
         *rsp.status_mut() = status;
         let headers = rsp.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(HEADER_GATEWAY_ERROR, HeaderValue::from_static(code));
         if let Ok(id) = HeaderValue::from_str(request_id) {
             headers.insert(crate::request_id::HEADER, id);
         }
+        if let GatewayError::RateLimited(limited) = self {
+            rate_limit_headers(headers, limited);
+        }
         rsp
+    }
+}
+
+/// `Retry-After` (RFC 9110 §10.2.3) and the `RateLimit-Policy` / `RateLimit` fields of
+/// draft-ietf-httpapi-ratelimit-headers: quota `q` per window `w` seconds, `r` remaining, `t`
+/// seconds until calls pass again.
+fn rate_limit_headers(headers: &mut http::HeaderMap, l: &Limited) {
+    let (name, q, w, t) = (l.policy, l.rate.burst, l.rate.window_secs(), l.retry_after_secs);
+    let fields = [
+        (header::RETRY_AFTER, t.to_string()),
+        (header::HeaderName::from_static("ratelimit-policy"), format!("\"{name}\";q={q};w={w}")),
+        (header::HeaderName::from_static("ratelimit"), format!("\"{name}\";r=0;t={t}")),
+    ];
+    for (field, value) in fields {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(field, value);
+        }
     }
 }
 
@@ -166,11 +175,22 @@ impl std::error::Error for GatewayError {
             BadRoute(e) | UnknownOperation(e) => Some(e),
             AppNotServed { .. }
             | ProjectMismatch
+            | UnknownCallerKey
+            | NotAllowed(_)
+            | RateLimited(_)
             | BadHeader(_)
             | InvalidBody(_)
             | BodyTooLarge { .. }
             | BodyTimeout { .. }
             | UpstreamTimeout { .. } => None,
+        }
+    }
+}
+
+impl From<IdentifyError> for GatewayError {
+    fn from(e: IdentifyError) -> Self {
+        match e {
+            IdentifyError::UnknownKey => GatewayError::UnknownCallerKey,
         }
     }
 }
@@ -192,65 +212,33 @@ mod tests {
         msg.to_owned().into()
     }
 
+    fn limited() -> Limited {
+        let rate = crate::ratelimit::Rate::parse("2/s", std::num::NonZeroU32::new(4)).unwrap_or_else(|| panic!());
+        Limited { policy: "app", rate, retry_after_secs: 3 }
+    }
+
     #[test]
     fn every_error_has_its_documented_status_and_code() {
         let table: Vec<(GatewayError, u16, &str)> = vec![
-            (
-                GatewayError::BadRoute(RouteError::DotSegment),
-                400,
-                "RTCGW.4001",
-            ),
-            (
-                GatewayError::BadRoute(RouteError::EncodedSeparator),
-                400,
-                "RTCGW.4001",
-            ),
-            (
-                GatewayError::BadRoute(RouteError::BadEncoding),
-                400,
-                "RTCGW.4001",
-            ),
-            (
-                GatewayError::BadRoute(RouteError::NotOriginForm),
-                400,
-                "RTCGW.4002",
-            ),
-            (
-                GatewayError::BadRoute(RouteError::AmbiguousApp("app")),
-                400,
-                "RTCGW.4003",
-            ),
+            (GatewayError::BadRoute(RouteError::DotSegment), 400, "RTCGW.4001"),
+            (GatewayError::BadRoute(RouteError::EncodedSeparator), 400, "RTCGW.4001"),
+            (GatewayError::BadRoute(RouteError::BadEncoding), 400, "RTCGW.4001"),
+            (GatewayError::BadRoute(RouteError::NotOriginForm), 400, "RTCGW.4002"),
+            (GatewayError::BadRoute(RouteError::AmbiguousApp("app")), 400, "RTCGW.4003"),
             (GatewayError::BadHeader("x"), 400, "RTCGW.4004"),
             (GatewayError::InvalidBody("x".into()), 400, "RTCGW.4005"),
             (GatewayError::BodyRead(io("reset")), 400, "RTCGW.4006"),
-            (
-                GatewayError::BodyTimeout {
-                    after: Duration::from_secs(1),
-                },
-                408,
-                "RTCGW.4080",
-            ),
+            (GatewayError::BodyTimeout { after: Duration::from_secs(1) }, 408, "RTCGW.4080"),
             (GatewayError::AppNotServed { app: None }, 403, "RTCGW.4030"),
             (GatewayError::ProjectMismatch, 403, "RTCGW.4031"),
-            (
-                GatewayError::UnknownOperation(RouteError::NoOperation { allowed: vec![] }),
-                404,
-                "RTCGW.4040",
-            ),
+            (GatewayError::UnknownCallerKey, 403, "RTCGW.4032"),
+            (GatewayError::NotAllowed("apps.a.allow: no rule".into()), 403, "RTCGW.4033"),
+            (GatewayError::UnknownOperation(RouteError::NoOperation { allowed: vec![] }), 404, "RTCGW.4040"),
             (GatewayError::BodyTooLarge { limit: 1 }, 413, "RTCGW.4130"),
+            (GatewayError::RateLimited(limited()), 429, "RTCGW.4290"),
             (GatewayError::Internal(io("bug")), 500, "RTCGW.5000"),
-            (
-                GatewayError::UpstreamUnreachable(io("refused")),
-                502,
-                "RTCGW.5020",
-            ),
-            (
-                GatewayError::UpstreamTimeout {
-                    after: Duration::from_secs(1),
-                },
-                504,
-                "RTCGW.5040",
-            ),
+            (GatewayError::UpstreamUnreachable(io("refused")), 502, "RTCGW.5020"),
+            (GatewayError::UpstreamTimeout { after: Duration::from_secs(1) }, 504, "RTCGW.5040"),
         ];
         for (err, status, code) in table {
             let rsp = err.to_response("req-1");
@@ -259,6 +247,14 @@ mod tests {
             assert_eq!(rsp.headers()["x-request-id"], "req-1");
             assert_eq!(rsp.headers()["content-type"], "application/json");
         }
+    }
+
+    #[test]
+    fn rate_limited_answers_carry_retry_after_and_ratelimit_fields() {
+        let rsp = GatewayError::RateLimited(limited()).to_response("r");
+        assert_eq!(rsp.headers()["retry-after"], "3");
+        assert_eq!(rsp.headers()["ratelimit-policy"], "\"app\";q=4;w=2");
+        assert_eq!(rsp.headers()["ratelimit"], "\"app\";r=0;t=3");
     }
 
     #[test]

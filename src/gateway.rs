@@ -1,6 +1,7 @@
 //! The request path. [`Gateway::handle`] always answers; [`Gateway::proxy`] is the path itself,
 //! a list of named phases in order, each returning early with the error that ends the call.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,10 +12,13 @@ use http_body_util::Full;
 use crate::body::Body;
 use crate::catalog::{Catalog, Route};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, Profile};
+use crate::config::{App, Config, Profile};
 use crate::error::{BoxError, GatewayError};
+use crate::policy::{Decision, Identity};
+use crate::ratelimit::Limits;
 use crate::relay;
 use crate::signer::{self, SdkDate, SignInput};
+use crate::telemetry::{CallRecord, Counters};
 use crate::upstream::Upstream;
 use crate::validate;
 
@@ -22,6 +26,19 @@ use crate::validate;
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 const USER_AGENT: &str = concat!("sparkrtc-gateway/", env!("CARGO_PKG_VERSION"));
+
+/// Where a call came from: the TCP peer, and the names on its client certificate if any.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub cert_names: Arc<[String]>,
+}
+
+impl Peer {
+    pub fn tcp(addr: SocketAddr) -> Self {
+        Peer { addr, cert_names: Arc::new([]) }
+    }
+}
 
 #[derive(Clone)]
 pub struct Gateway {
@@ -31,16 +48,10 @@ pub struct Gateway {
 struct Inner {
     config: Arc<Config>,
     catalog: Catalog,
+    limits: Limits,
     upstream: Upstream,
     clock: Arc<dyn Clock>,
-}
-
-/// What the access log says about one call.
-#[derive(Default)]
-struct CallLog {
-    operation: Option<&'static str>,
-    app: Option<String>,
-    upstream_ms: Option<u128>,
+    counters: Counters,
 }
 
 impl Gateway {
@@ -50,110 +61,112 @@ impl Gateway {
 
     pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, BoxError> {
         let upstream = Upstream::new(&config.upstream)?;
+        let limits = Limits::new(&config);
+        let config = Arc::new(config);
         Ok(Gateway {
-            inner: Arc::new(Inner {
-                config: Arc::new(config),
-                catalog: Catalog,
-                upstream,
-                clock,
-            }),
+            inner: Arc::new(Inner { config, catalog: Catalog, limits, upstream, clock, counters: Counters::default() }),
         })
     }
 
+    /// Refusals and shadow-mode decisions so far.
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
     /// Handles one call and always answers: errors become gateway-made responses here.
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    pub async fn handle<B>(&self, req: Request<B>, peer: &Peer) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
-        let started = Instant::now();
-        let request_id = crate::request_id::from_caller(req.headers());
-        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-        let mut log = CallLog::default();
-        let rsp = match self.proxy(req, &request_id, &mut log).await {
+        let mut record = CallRecord::start(&req);
+        let rsp = match self.proxy(req, peer, &mut record).await {
             Ok(rsp) => rsp,
             Err(err) => {
-                let (status, ..) = err.parts();
-                if status.is_server_error() {
-                    tracing::warn!(request_id = %request_id, error = %err, cause = ?std::error::Error::source(&err), "call failed");
-                } else {
-                    tracing::debug!(request_id = %request_id, error = %err, "call refused");
-                }
-                let mut rsp = err.to_response(&request_id);
-                relay::mark(rsp.headers_mut(), &request_id);
+                self.inner.counters.refused(&err);
+                record.failed(&err);
+                let mut rsp = err.to_response(&record.request_id);
+                relay::mark(rsp.headers_mut(), &record.request_id);
                 rsp
             }
         };
-        tracing::info!(
-            target: "access",
-            request_id = %request_id,
-            method = %method,
-            path = %path,
-            operation = log.operation.unwrap_or("-"),
-            app = log.app.as_deref().unwrap_or("-"),
-            status = rsp.status().as_u16(),
-            origin = if rsp.headers().contains_key(crate::error::HEADER_GATEWAY_ERROR) { "gateway" } else { "upstream" },
-            upstream_request_id = rsp.headers().get(crate::request_id::HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-"),
-            upstream_ms = log.upstream_ms.unwrap_or(0),
-            total_ms = started.elapsed().as_millis(),
-        );
+        record.finish(&rsp);
         rsp
     }
 
     async fn proxy<B>(
         &self,
         req: Request<B>,
-        request_id: &str,
-        log: &mut CallLog,
+        peer: &Peer,
+        record: &mut CallRecord,
     ) -> Result<Response<Body>, GatewayError>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
-        let config = &self.inner.config;
-        let route = self
-            .inner
-            .catalog
-            .resolve(req.method(), req.uri(), req.version())?; // 404: not a SparkRTC operation
-        log.operation = Some(route.operation.name);
-        log.app.clone_from(&route.app);
-        let profile = self.credentials_for(&route)?; // 403: app not served, foreign project
+        let route = self.inner.catalog.resolve(req.method(), req.uri(), req.version())?; // 404: not a SparkRTC operation
+        record.route(&route);
+        let app = self.served_app(&route)?; // 403: app not served, foreign project
+        let who = self.inner.config.callers.identify(peer.addr.ip(), req.headers(), &peer.cert_names)?; // 403: unknown key
+        record.caller(&who);
+        self.authorize(app, &who, &route, record)?; // 403: no rule allows it
+                                                    // Limit after authorization, so refused calls spend no app's budget.
+        self.limit(&route, &who, record)?; // 429 + Retry-After
         let (parts, body) = req.into_parts();
-        let mut headers =
-            relay::signed_headers(&parts.headers, route.operation, &profile.project_id)?; // 400: unusable Content-Type
-        let body = relay::read_body(
-            body,
-            &parts.headers,
-            config.max_body_bytes,
-            BODY_READ_TIMEOUT,
-        )
-        .await?; // 413
-        validate::body(route.operation, &body)?; // 400: SparkRTC would refuse it too
-        let signed = self.sign(&route, &mut headers, profile, body)?; // AK/SK signature
+        let mut headers = relay::signed_headers(&parts.headers, route.operation, &app.profile.project_id)?; // 400
+        let body = relay::read_body(body, &parts.headers, self.inner.config.max_body_bytes, BODY_READ_TIMEOUT).await?; // 413
+        let json = validate::body(route.operation, &body)?; // 400: SparkRTC would refuse it too
+        record.body(json.as_ref());
+        let signed = self.sign(&route, &mut headers, &app.profile, body)?; // AK/SK signature
         let sent = Instant::now();
         let rsp = self.inner.upstream.send(signed).await; // 502 / 504
-        log.upstream_ms = Some(sent.elapsed().as_millis());
-        Ok(relay::to_caller(
-            rsp?,
-            request_id,
-            self.inner.upstream.response_timeout(),
-        )) // status, X-request-Id, body
+        record.upstream_ms = Some(sent.elapsed().as_millis());
+        Ok(relay::to_caller(rsp?, &record.request_id, self.inner.upstream.response_timeout()))
+        // status, X-request-Id, body
     }
 
-    /// The app's credential profile. For v1 paths naming a project, only that profile's project
-    /// is accepted, so a caller cannot reach another project with this gateway's keys.
-    fn credentials_for(&self, route: &Route) -> Result<&Arc<Profile>, GatewayError> {
-        let profile = self
+    /// The served app. For v1 paths naming a project, only its profile's project is accepted, so
+    /// a caller cannot reach another project with this gateway's keys.
+    fn served_app(&self, route: &Route) -> Result<&App, GatewayError> {
+        let app = self
             .inner
             .config
-            .profile_for(route.app.as_deref())
-            .ok_or_else(|| GatewayError::AppNotServed {
-                app: route.app.clone(),
-            })?;
+            .app(route.app.as_deref())
+            .ok_or_else(|| GatewayError::AppNotServed { app: route.app.clone() })?;
         match &route.project_id {
-            Some(project) if *project != profile.project_id => Err(GatewayError::ProjectMismatch),
-            _ => Ok(profile),
+            Some(project) if *project != app.profile.project_id => Err(GatewayError::ProjectMismatch),
+            _ => Ok(app),
         }
+    }
+
+    fn authorize(&self, app: &App, who: &Identity, route: &Route, record: &mut CallRecord) -> Result<(), GatewayError> {
+        match app.access.decide(who, route.operation) {
+            Decision::Allowed => Ok(()),
+            Decision::Refused(why) => Err(GatewayError::NotAllowed(why)),
+            Decision::ShadowRefused(why) => {
+                self.inner.counters.shadow_allowlist();
+                record.shadow(&why);
+                Ok(())
+            }
+        }
+    }
+
+    fn limit(&self, route: &Route, who: &Identity, record: &mut CallRecord) -> Result<(), GatewayError> {
+        let shadowed = self
+            .inner
+            .limits
+            .check(route.app.as_deref(), route.operation.name, who)
+            .map_err(GatewayError::RateLimited)?;
+        for limited in shadowed {
+            self.inner.counters.shadow_rate_limit();
+            record.shadow(&format!(
+                "{} limit {}/{}s would refuse",
+                limited.policy,
+                limited.rate.burst,
+                limited.rate.window_secs()
+            ));
+        }
+        Ok(())
     }
 
     /// Signs the exact bytes that will be forwarded, and builds the upstream request from the
@@ -166,7 +179,6 @@ impl Gateway {
         body: Bytes,
     ) -> Result<Request<Full<Bytes>>, GatewayError> {
         let upstream = &self.inner.config.upstream;
-        let query = route.query.to_string();
         let input = SignInput {
             method: route.operation.method.as_str(),
             host: upstream.authority.as_str(),
@@ -175,36 +187,28 @@ impl Gateway {
             body: &body,
         };
         let now = SdkDate::from_system_time(self.inner.clock.now());
-        signer::sign(&input, headers, &profile.key, now)
-            .map_err(|e| GatewayError::Internal(Box::new(e)))?;
+        signer::sign(&input, headers, &profile.key, now).map_err(|e| GatewayError::Internal(Box::new(e)))?;
 
-        let path_and_query = if query.is_empty() {
-            route.path.clone()
-        } else {
-            format!("{}?{query}", route.path)
-        };
+        let query = route.query.to_string();
+        let path_and_query = if query.is_empty() { route.path.clone() } else { format!("{}?{query}", route.path) };
+        let internal = |e: http::Error| GatewayError::Internal(Box::new(e));
         let uri = Uri::builder()
             .scheme(upstream.scheme.clone())
             .authority(upstream.authority.clone())
             .path_and_query(path_and_query)
             .build()
-            .map_err(|e| GatewayError::Internal(Box::new(e)))?;
+            .map_err(internal)?;
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = route.operation.method.clone();
         *req.uri_mut() = uri;
         let out = req.headers_mut();
         for (name, value) in headers.iter() {
-            let name = http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|e| GatewayError::Internal(Box::new(e)))?;
-            let value =
-                HeaderValue::from_str(value).map_err(|e| GatewayError::Internal(Box::new(e)))?;
+            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| internal(e.into()))?;
+            let value = HeaderValue::from_str(value).map_err(|e| internal(e.into()))?;
             out.insert(name, value);
         }
         // Not signed, so the upstream ignores it for authentication; it only names us in its logs.
-        out.insert(
-            http::header::USER_AGENT,
-            HeaderValue::from_static(USER_AGENT),
-        );
+        out.insert(http::header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         Ok(req)
     }
 }

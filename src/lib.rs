@@ -35,8 +35,8 @@ pub use error::BoxError;
 pub use gateway::Gateway;
 
 impl listener::Handler for Gateway {
-    async fn call(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<body::Body> {
-        self.handle(req).await
+    async fn call(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<body::Body> {
+        self.handle(req, &gateway::Peer::tcp(peer)).await
     }
 }
 
@@ -72,3 +72,5 @@ pub async fn spawn(gateway: Gateway, listen: SocketAddr) -> std::io::Result<Runn
 }
 pub mod cli;
 pub mod demo;
+pub mod policy;
+pub mod ratelimit;

@@ -26,11 +26,7 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 /// Anything that answers requests: the gateway, or the sandbox.
 pub trait Handler: Clone + Send + Sync + 'static {
-    fn call(
-        &self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> impl Future<Output = Response<Body>> + Send;
+    fn call(&self, req: Request<Incoming>, peer: SocketAddr) -> impl Future<Output = Response<Body>> + Send;
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and waits up to `grace` for open
@@ -43,10 +39,7 @@ pub async fn serve<H: Handler>(
     grace: Duration,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     let builder = Arc::new(builder);
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
@@ -73,9 +66,7 @@ pub async fn serve<H: Handler>(
         let builder = builder.clone();
         match &acceptor {
             None => {
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _ = conn.await;
@@ -85,21 +76,12 @@ pub async fn serve<H: Handler>(
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(
-                        HEADER_READ_TIMEOUT,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
+                    let tls = match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            return tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
-                        }
+                        Ok(Err(e)) => return tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
                         Err(_) => return tracing::debug!(peer = %peer, "TLS handshake timed out"),
                     };
-                    let conn = builder
-                        .serve_connection(TokioIo::new(tls), service)
-                        .into_owned();
+                    let conn = builder.serve_connection(TokioIo::new(tls), service).into_owned();
                     let _ = watcher.watch(conn).await;
                 });
             }

@@ -27,10 +27,7 @@ fn main() -> ExitCode {
     if args.command == "check" {
         return cli::check(&args);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             cli::err(&format!("cannot start the runtime: {e}"));

@@ -29,19 +29,12 @@ const RELAYED: [header::HeaderName; 2] = [header::CONTENT_TYPE, header::RETRY_AF
 
 /// Reads the caller's body, refusing more than `limit` bytes before reading them when
 /// `Content-Length` already says so.
-pub async fn read_body<B>(
-    body: B,
-    headers: &HeaderMap,
-    limit: u64,
-    within: Duration,
-) -> Result<Bytes, GatewayError>
+pub async fn read_body<B>(body: B, headers: &HeaderMap, limit: u64, within: Duration) -> Result<Bytes, GatewayError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::BodyTooLarge { limit });
     }
@@ -49,20 +42,14 @@ where
     match tokio::time::timeout(within, limited.collect()).await {
         Err(_) => Err(GatewayError::BodyTimeout { after: within }),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(GatewayError::BodyTooLarge { limit })
-        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::BodyTooLarge { limit }),
         Ok(Err(e)) => Err(GatewayError::BodyRead(e)),
     }
 }
 
 /// The headers the gateway signs: `Content-Type` (the caller's, else the operation's) and
 /// `X-Project-Id`. The signer adds `Host`, `X-Sdk-Date`, `X-Security-Token` and `Authorization`.
-pub fn signed_headers(
-    caller: &HeaderMap,
-    op: &Operation,
-    project_id: &str,
-) -> Result<HeaderList, GatewayError> {
+pub fn signed_headers(caller: &HeaderMap, op: &Operation, project_id: &str) -> Result<HeaderList, GatewayError> {
     let content_type = match caller.get(header::CONTENT_TYPE) {
         None => op.content_type,
         Some(v) => v
@@ -70,14 +57,10 @@ pub fn signed_headers(
             .ok()
             .map(py_strip)
             .filter(|ct| !ct.is_empty())
-            .ok_or(GatewayError::BadHeader(
-                "Content-Type must be visible ASCII text such as application/json",
-            ))?,
+            .ok_or(GatewayError::BadHeader("Content-Type must be visible ASCII text such as application/json"))?,
     };
     if op.has_body && !content_type.starts_with("application/json") {
-        return Err(GatewayError::BadHeader(
-            "SparkRTC takes JSON bodies; send Content-Type: application/json",
-        ));
+        return Err(GatewayError::BadHeader("SparkRTC takes JSON bodies; send Content-Type: application/json"));
     }
     let mut headers = HeaderList::new();
     headers.set("Content-Type", content_type);

@@ -28,9 +28,7 @@ pub fn from_caller(headers: &HeaderMap) -> String {
     headers
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty() && v.len() <= MAX_CALLER_ID_LEN && v.bytes().all(|b| b.is_ascii_graphic())
-        })
+        .filter(|v| !v.is_empty() && v.len() <= MAX_CALLER_ID_LEN && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(generate, str::to_owned)
 }
 

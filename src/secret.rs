@@ -33,10 +33,7 @@ mod tests {
     fn debug_never_shows_the_value() {
         let s = Secret::new("SKEXAMPLE-very-secret");
         assert_eq!(format!("{s:?}"), "Secret([redacted])");
-        assert_eq!(
-            format!("{:#?}", Some(&s)),
-            "Some(\n    Secret([redacted]),\n)"
-        );
+        assert_eq!(format!("{:#?}", Some(&s)), "Some(\n    Secret([redacted]),\n)");
         assert_eq!(s.expose(), "SKEXAMPLE-very-secret");
     }
 }

@@ -39,25 +39,16 @@ impl Upstream {
         http.set_nodelay(true);
         http.set_keepalive(Some(Duration::from_secs(60)));
         let tls = match config.scheme == Scheme::HTTPS {
-            true => Some(TlsConnector::from(crate::tls::client_config(
-                config.ca_file.as_deref(),
-            )?)),
+            true => Some(TlsConnector::from(crate::tls::client_config(config.ca_file.as_deref())?)),
             false => None,
         };
-        let connector = Connector {
-            http,
-            tls,
-            timeout: config.connect_timeout,
-        };
+        let connector = Connector { http, tls, timeout: config.connect_timeout };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
-        Ok(Upstream {
-            client,
-            response_timeout: config.response_timeout,
-        })
+        Ok(Upstream { client, response_timeout: config.response_timeout })
     }
 
     pub fn response_timeout(&self) -> Duration {
@@ -65,14 +56,9 @@ impl Upstream {
     }
 
     /// Sends one signed request; `Err` only when no response headers came back in time.
-    pub async fn send(
-        &self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, GatewayError> {
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, GatewayError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Err(_) => Err(GatewayError::UpstreamTimeout {
-                after: self.response_timeout,
-            }),
+            Err(_) => Err(GatewayError::UpstreamTimeout { after: self.response_timeout }),
             Ok(Ok(rsp)) => Ok(rsp),
             Ok(Err(e)) => Err(classify(e)),
         }
@@ -95,11 +81,7 @@ struct ConnectTimeout(Duration);
 
 impl std::fmt::Display for ConnectTimeout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "connecting to the upstream took longer than {} ms",
-            self.0.as_millis()
-        )
+        write!(f, "connecting to the upstream took longer than {} ms", self.0.as_millis())
     }
 }
 
@@ -126,21 +108,13 @@ impl tower_service::Service<Uri> for Connector {
         let (mut http, tls, timeout) = (self.http.clone(), self.tls.clone(), self.timeout);
         Box::pin(async move {
             let connect = async {
-                let host = uri
-                    .host()
-                    .unwrap_or_default()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned();
+                let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
                 let tcp = http.call(uri).await?.into_inner();
                 let Some(tls) = tls else {
                     return Ok::<_, BoxError>(Stream::Plain(TokioIo::new(tcp)));
                 };
-                let name = ServerName::try_from(host)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                Ok(Stream::Tls(Box::new(TokioIo::new(
-                    tls.connect(name, tcp).await?,
-                ))))
+                let name = ServerName::try_from(host).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                Ok(Stream::Tls(Box::new(TokioIo::new(tls.connect(name, tcp).await?))))
             };
             match tokio::time::timeout(timeout, connect).await {
                 Ok(result) => result,
@@ -164,11 +138,7 @@ impl Connection for Stream {
 }
 
 impl Read for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -177,11 +147,7 @@ impl Read for Stream {
 }
 
 impl Write for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),

@@ -6,28 +6,23 @@ use serde_json::Value;
 use crate::catalog::Operation;
 use crate::error::GatewayError;
 
-pub fn body(op: &Operation, body: &[u8]) -> Result<(), GatewayError> {
+/// Checks the body; returns it parsed when the operation takes one.
+pub fn body(op: &Operation, body: &[u8]) -> Result<Option<Value>, GatewayError> {
     if !op.has_body {
         if body.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        return Err(GatewayError::InvalidBody(format!(
-            "{} takes no request body",
-            op.name
-        )));
+        return Err(GatewayError::InvalidBody(format!("{} takes no request body", op.name)));
     }
     if body.is_empty() {
-        return Err(GatewayError::InvalidBody(format!(
-            "{} needs a JSON request body",
-            op.name
-        )));
+        return Err(GatewayError::InvalidBody(format!("{} needs a JSON request body", op.name)));
     }
     let json: Value = serde_json::from_slice(body)
         .map_err(|e| GatewayError::InvalidBody(format!("the body is not valid JSON: {e}")))?;
-    match op.name {
-        "RemoveUsers" => remove_users(&json),
-        _ => Ok(()),
+    if op.name == "RemoveUsers" {
+        remove_users(&json)?;
     }
+    Ok(Some(json))
 }
 
 /// `{"user_ids": [...]}`: a non-empty list of non-empty strings (SparkRTC's RemoveUsersReq).
@@ -45,10 +40,7 @@ fn remove_users(json: &Value) -> Result<(), GatewayError> {
     if list.is_empty() {
         return invalid("user_ids must name at least one user");
     }
-    if !list
-        .iter()
-        .all(|id| id.as_str().is_some_and(|s| !s.is_empty()))
-    {
+    if !list.iter().all(|id| id.as_str().is_some_and(|s| !s.is_empty())) {
         return invalid("every entry of user_ids must be a non-empty string");
     }
     Ok(())
@@ -60,15 +52,12 @@ mod tests {
 
     fn check(op: &str, body: &str) -> Result<(), String> {
         let op = Catalog.by_name(op).ok_or("no such operation")?;
-        super::body(op, body.as_bytes()).map_err(|e| e.caller_message())
+        super::body(op, body.as_bytes()).map(|_| ()).map_err(|e| e.caller_message())
     }
 
     #[test]
     fn remove_users_needs_a_non_empty_list_of_non_empty_strings() {
-        assert_eq!(
-            check("RemoveUsers", r#"{"user_ids":["user001","user002"]}"#),
-            Ok(())
-        );
+        assert_eq!(check("RemoveUsers", r#"{"user_ids":["user001","user002"]}"#), Ok(()));
         for bad in [
             "",
             "[]",

@@ -12,9 +12,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_sparkrtc-gateway");
 
 fn problems(text: &str) -> Vec<String> {
     match Config::parse(text, "t.toml", Path::new("."), &|_| None) {
-        Err(ConfigError::Invalid { problems, .. }) => {
-            problems.iter().map(ToString::to_string).collect()
-        }
+        Err(ConfigError::Invalid { problems, .. }) => problems.iter().map(ToString::to_string).collect(),
         other => panic!("expected problems, got {other:?}"),
     }
 }
@@ -50,12 +48,10 @@ profile = "mian"
         "profiles.main.secret_key_env: names the environment variable UNSET_VARIABLE_FOR_TEST, which is not set",
         "profiles.main.project_id: set the Huawei Cloud project id",
         "apps.app-1.profile: \"mian\" is not a defined profile; defined: [\"main\"]",
+        "apps.app-1.allow: is missing, so nothing would be allowed",
     ];
     for e in expect {
-        assert!(
-            found.iter().any(|f| f.starts_with(e)),
-            "missing {e:?} in {found:#?}"
-        );
+        assert!(found.iter().any(|f| f.starts_with(e)), "missing {e:?} in {found:#?}");
     }
     assert_eq!(found.len(), expect.len(), "{found:#?}");
 }
@@ -63,12 +59,7 @@ profile = "mian"
 #[test]
 fn secret_values_never_appear_in_problems() {
     let found = problems("[profiles.p]\naccess_key = \"AK\"\nsecret_key = \"hunter2-secret\"\nsecret_key_file = \"x\"\nproject_id = \"p1\"\n");
-    assert!(
-        found
-            .iter()
-            .any(|f| f.starts_with("profiles.p.secret_key: is given more than once")),
-        "{found:#?}"
-    );
+    assert!(found.iter().any(|f| f.starts_with("profiles.p.secret_key: is given more than once")), "{found:#?}");
     assert!(!found.join("\n").contains("hunter2"));
 }
 
@@ -80,10 +71,7 @@ fn secrets_come_from_files_trimmed() {
     let text = "[profiles.p]\naccess_key = \"AK\"\nsecret_key_file = \"sk\"\nproject_id = \"p1\"\n";
     let config = Config::parse(text, "t.toml", &dir, &|_| None).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.profiles["p"].key.secret_key.expose(), "SK-from-file");
-    assert!(
-        !format!("{config:?}").contains("SK-from-file"),
-        "Debug output shows the secret"
-    );
+    assert!(!format!("{config:?}").contains("SK-from-file"), "Debug output shows the secret");
 }
 
 #[test]
@@ -91,23 +79,12 @@ fn check_exits_64_and_lists_every_problem() {
     let dir = std::env::temp_dir().join(format!("sparkrtc-gw-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     let file = dir.join("bad.toml");
-    std::fs::write(
-        &file,
-        "[server]\nlisten = \"nope\"\n[upstream]\nresponse_timeout = \"forever\"\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&file)
-        .output()
+    std::fs::write(&file, "[server]\nlisten = \"nope\"\n[upstream]\nresponse_timeout = \"forever\"\n")
         .unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&file).output().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for key in [
-        "server.listen",
-        "upstream.response_timeout",
-        "profiles: no credential profile",
-    ] {
+    for key in ["server.listen", "upstream.response_timeout", "profiles: no credential profile"] {
         assert!(stderr.contains(key), "{key} missing from: {stderr}");
     }
 }
@@ -122,10 +99,6 @@ fn bundled_configs_pass_check() {
             .env("SPARKRTC_SK", "SKEXAMPLE")
             .output()
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            out.status.success(),
-            "{file}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }

@@ -50,41 +50,19 @@ async fn send_signed(addr: SocketAddr, sk: &str, body: &str) -> (u16, serde_json
     key.secret_key = sparkrtc_gateway::secret::Secret::new(sk);
     let host = addr.to_string();
     let query = CanonicalQuery::default();
-    let input = SignInput {
-        method: "POST",
-        host: &host,
-        path: PATH,
-        query: &query,
-        body: body.as_bytes(),
-    };
-    let mut headers: HeaderList = [
-        ("Content-Type", "application/json;charset=utf-8"),
-        ("X-Project-Id", support::PROJECT),
-    ]
-    .into_iter()
-    .collect();
-    signer::sign(
-        &input,
-        &mut headers,
-        &key,
-        SdkDate::from_system_time(SystemTime::now()),
-    )
-    .unwrap();
+    let input = SignInput { method: "POST", host: &host, path: PATH, query: &query, body: body.as_bytes() };
+    let mut headers: HeaderList =
+        [("Content-Type", "application/json;charset=utf-8"), ("X-Project-Id", support::PROJECT)].into_iter().collect();
+    signer::sign(&input, &mut headers, &key, SdkDate::from_system_time(SystemTime::now())).unwrap();
     let mut req = Request::post(format!("http://{host}{PATH}"));
     for (n, v) in headers.iter() {
         req = req.header(n, v);
     }
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let rsp = client
-        .request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
-        .await
-        .unwrap();
+    let rsp = client.request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap()).await.unwrap();
     let status = rsp.status().as_u16();
     let body = rsp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-    )
+    (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
 }
 
 #[tokio::test]
@@ -93,10 +71,7 @@ async fn sandbox_accepts_a_correct_signature_and_refuses_a_wrong_one() {
     let (status, _) = send_signed(addr, support::SK, r#"{"user_ids":["user001"]}"#).await;
     assert_eq!(status, 202);
     let (status, body) = send_signed(addr, "SK-wrong", r#"{"user_ids":["user001"]}"#).await;
-    assert_eq!(
-        (status, body["error_code"].as_str()),
-        (401, Some("APIGW.0301"))
-    );
+    assert_eq!((status, body["error_code"].as_str()), (401, Some("APIGW.0301")));
 }
 
 #[tokio::test]
@@ -104,11 +79,7 @@ async fn sandbox_refuses_bad_input_like_sparkrtc() {
     let (addr, _) = sandbox().await;
     let (status, body) = send_signed(addr, support::SK, r#"{"user_ids":[]}"#).await;
     assert_eq!(
-        (
-            status,
-            body["error_code"].as_str(),
-            body["error_msg"].as_str()
-        ),
+        (status, body["error_code"].as_str(), body["error_msg"].as_str()),
         (400, Some("RTC.00001003"), Some("InvalidParameterValue"))
     );
 }
@@ -118,38 +89,23 @@ async fn sandbox_refuses_a_signature_from_a_skewed_clock() {
     let (_, config) = sandbox().await;
     let skewed = SystemTime::now() - Duration::from_secs(16 * 60);
     let gateway = Gateway::with_clock(config, Arc::new(FixedClock(skewed))).unwrap();
-    let running = sparkrtc_gateway::spawn(gateway, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let running = sparkrtc_gateway::spawn(gateway, "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let h = support::Harness::client_for(running.addr);
     let answer = h.remove_users(r#"{"user_ids":["user001"]}"#).await;
     assert_eq!(answer.status, 401, "{answer:?}");
     assert_eq!(answer.json()["error_code"], "APIGW.0303");
-    assert_eq!(
-        answer.header("x-gateway-error"),
-        None,
-        "the 401 is SparkRTC's answer, relayed"
-    );
+    assert_eq!(answer.header("x-gateway-error"), None, "the 401 is SparkRTC's answer, relayed");
     running.stop().await;
 }
 
 #[tokio::test]
 async fn gateway_serves_http2_callers() {
     let (_, config) = sandbox().await;
-    let running = sparkrtc_gateway::spawn(
-        Gateway::new(config).unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let client = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<Full<Bytes>>();
+    let running = sparkrtc_gateway::spawn(Gateway::new(config).unwrap(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let client = Client::builder(TokioExecutor::new()).http2_only(true).build_http::<Full<Bytes>>();
     let req = Request::post(format!("http://{}{PATH}", running.addr))
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(
-            br#"{"user_ids":["user001"]}"#,
-        )))
+        .body(Full::new(Bytes::from_static(br#"{"user_ids":["user001"]}"#)))
         .unwrap();
     let rsp = client.request(req).await.unwrap();
     assert_eq!(rsp.version(), http::Version::HTTP_2);
@@ -188,9 +144,5 @@ fn demo_command_prints_the_relayed_202_and_request_id() {
     let _ = child.wait();
     let text = seen.join("\n");
     assert!(text.contains("<- 202 Accepted"), "{text}");
-    assert!(
-        seen.iter()
-            .any(|l| l.starts_with("<- x-request-id: ") && l.len() > "<- x-request-id: ".len()),
-        "{text}"
-    );
+    assert!(seen.iter().any(|l| l.starts_with("<- x-request-id: ") && l.len() > "<- x-request-id: ".len()), "{text}");
 }

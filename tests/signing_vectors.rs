@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use sparkrtc_gateway::secret::Secret;
-use sparkrtc_gateway::signer::{
-    self, Algorithm, CanonicalQuery, HeaderList, SdkDate, SignInput, SigningKey,
-};
+use sparkrtc_gateway::signer::{self, Algorithm, CanonicalQuery, HeaderList, SdkDate, SignInput, SigningKey};
 
 const COMMITTED: &str = "tests/data/signing-vectors.json";
 const EXTRA: &str = "tests/data/sdk-vectors-extra.json";
@@ -56,17 +54,10 @@ fn run(vector: &Value) -> Outcome {
     let url = str_of(input, "url").expect("vector input has a url");
     let rest = url.split_once("://").expect("absolute url").1;
     let (host, path_and_query) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let (wire_path, raw_query) = path_and_query
-        .split_once('?')
-        .unwrap_or((path_and_query, ""));
+    let (wire_path, raw_query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
 
     let mut pairs = CanonicalQuery::parse(raw_query).pairs().to_vec();
-    for p in input
-        .get("query_params")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for p in input.get("query_params").and_then(Value::as_array).into_iter().flatten() {
         let value = match &p[1] {
             Value::String(s) => s.clone(),
             Value::Bool(b) => b.to_string(),
@@ -87,9 +78,7 @@ fn run(vector: &Value) -> Outcome {
         Some("SDK-HMAC-SM3") => Algorithm::HmacSm3,
         Some("V11-HMAC-SHA256") => Algorithm::V11HmacSha256 {
             region: str_of(input, "region_id").expect("region_id").to_owned(),
-            service: str_of(input, "service_name")
-                .expect("service_name")
-                .to_owned(),
+            service: str_of(input, "service_name").expect("service_name").to_owned(),
         },
         Some(other) => panic!("unknown algorithm {other}"),
     };
@@ -111,11 +100,7 @@ fn run(vector: &Value) -> Outcome {
     let sig = signer::sign(&sign_input, &mut headers, &key, now).expect("signs");
 
     let canonical_query = query.to_string();
-    let request_uri = if query.is_empty() {
-        wire_path.to_owned()
-    } else {
-        format!("{wire_path}?{canonical_query}")
-    };
+    let request_uri = if query.is_empty() { wire_path.to_owned() } else { format!("{wire_path}?{canonical_query}") };
     Outcome {
         canonical_uri: sig.canonical_request.uri.clone(),
         signed_headers: sig.canonical_request.signed_headers.clone(),
@@ -125,10 +110,7 @@ fn run(vector: &Value) -> Outcome {
         authorization: sig.authorization,
         canonical_query,
         request_uri,
-        headers_after_signing: headers
-            .iter()
-            .map(|(n, v)| (n.to_owned(), v.to_owned()))
-            .collect(),
+        headers_after_signing: headers.iter().map(|(n, v)| (n.to_owned(), v.to_owned())).collect(),
     }
 }
 
@@ -153,9 +135,7 @@ fn mismatches(vector: &Value) -> Vec<String> {
     let mut expect = |field: &str, ours: &str| {
         let want = str_of(out, field).unwrap_or_else(|| panic!("{name}: output.{field} missing"));
         if want != ours {
-            problems.push(format!(
-                "{name}: {field}\n   sdk: {want:?}\n  ours: {ours:?}"
-            ));
+            problems.push(format!("{name}: {field}\n   sdk: {want:?}\n  ours: {ours:?}"));
         }
     };
     expect("canonical_request", &got.canonical_request);
@@ -176,9 +156,7 @@ fn mismatches(vector: &Value) -> Vec<String> {
     want.sort();
     ours.sort();
     if want != ours {
-        problems.push(format!(
-            "{name}: headers_after_signing\n   sdk: {want:?}\n  ours: {ours:?}"
-        ));
+        problems.push(format!("{name}: headers_after_signing\n   sdk: {want:?}\n  ours: {ours:?}"));
     }
     problems
 }
@@ -201,11 +179,7 @@ fn check(stage: Stage, name: &str) {
         Stage::StringToSign => ("string_to_sign", got.string_to_sign),
         Stage::Authorization => ("authorization", got.authorization),
     };
-    assert_eq!(
-        ours,
-        str_of(&vector["output"], field).unwrap_or_default(),
-        "{name}: {field}"
-    );
+    assert_eq!(ours, str_of(&vector["output"], field).unwrap_or_default(), "{name}: {field}");
 }
 
 macro_rules! vector_tests {
@@ -256,15 +230,8 @@ fn every_committed_vector_has_its_own_tests() {
         .filter(|name| !WIRED.contains(name))
         .map(str::to_owned)
         .collect();
-    assert!(
-        missing.is_empty(),
-        "vectors without per-stage tests (add them to vector_tests!): {missing:?}"
-    );
-    assert_eq!(
-        committed().len(),
-        WIRED.len(),
-        "vector_tests! names a vector that is not in {COMMITTED}"
-    );
+    assert!(missing.is_empty(), "vectors without per-stage tests (add them to vector_tests!): {missing:?}");
+    assert_eq!(committed().len(), WIRED.len(), "vector_tests! names a vector that is not in {COMMITTED}");
 }
 
 #[test]
@@ -273,15 +240,8 @@ fn committed_copy_holds_every_shared_vector() {
     // vector added to it must also be added here, or this fails.
     let Some(shared) = load(SHARED) else { return };
     let ours = committed();
-    let missing: Vec<&str> = shared
-        .iter()
-        .filter(|v| !ours.contains(v))
-        .filter_map(|v| str_of(v, "name"))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "copy {SHARED} to {COMMITTED}; missing or changed: {missing:?}"
-    );
+    let missing: Vec<&str> = shared.iter().filter(|v| !ours.contains(v)).filter_map(|v| str_of(v, "name")).collect();
+    assert!(missing.is_empty(), "copy {SHARED} to {COMMITTED}; missing or changed: {missing:?}");
 }
 
 #[test]
@@ -298,10 +258,5 @@ fn every_vector_in_every_file_matches_the_sdk() {
         }
     }
     assert!(count >= 19, "only {count} vectors found");
-    assert!(
-        problems.is_empty(),
-        "{} mismatches in {count} vectors:\n{}",
-        problems.len(),
-        problems.join("\n")
-    );
+    assert!(problems.is_empty(), "{} mismatches in {count} vectors:\n{}", problems.len(), problems.join("\n"));
 }

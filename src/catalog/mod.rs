@@ -62,10 +62,7 @@ pub struct Route {
 
 impl Route {
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        self.params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -91,13 +88,23 @@ pub enum RouteError {
 impl fmt::Display for RouteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RouteError::NotOriginForm => f.write_str("the request target must be a path such as /v2/apps; absolute URLs, CONNECT and * are refused"),
+            RouteError::NotOriginForm => f.write_str(
+                "the request target must be a path such as /v2/apps; absolute URLs, CONNECT and * are refused",
+            ),
             RouteError::DotSegment => f.write_str("the path contains a '.' or '..' segment"),
             RouteError::EncodedSeparator => f.write_str("the path contains an encoded '/' or a '\\' inside a segment"),
-            RouteError::BadEncoding => f.write_str("the path has a malformed percent-escape, non-UTF-8 bytes or control characters"),
-            RouteError::AmbiguousApp(param) => write!(f, "the query parameter '{param}' is given more than once with different values"),
-            RouteError::NoOperation { allowed } if allowed.is_empty() => f.write_str("no SparkRTC operation has this path"),
-            RouteError::NoOperation { allowed } => write!(f, "no SparkRTC operation has this method on this path; it accepts {}", allowed.join(", ")),
+            RouteError::BadEncoding => {
+                f.write_str("the path has a malformed percent-escape, non-UTF-8 bytes or control characters")
+            }
+            RouteError::AmbiguousApp(param) => {
+                write!(f, "the query parameter '{param}' is given more than once with different values")
+            }
+            RouteError::NoOperation { allowed } if allowed.is_empty() => {
+                f.write_str("no SparkRTC operation has this path")
+            }
+            RouteError::NoOperation { allowed } => {
+                write!(f, "no SparkRTC operation has this method on this path; it accepts {}", allowed.join(", "))
+            }
         }
     }
 }
@@ -119,14 +126,8 @@ impl Catalog {
 
     /// Recognises the operation of `method uri`. HTTP/2 requests always carry a scheme and an
     /// authority (naming the gateway); in HTTP/1 those mean an absolute-form target.
-    pub fn resolve(
-        &self,
-        method: &Method,
-        uri: &Uri,
-        version: Version,
-    ) -> Result<Route, RouteError> {
-        let absolute =
-            version < Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some());
+    pub fn resolve(&self, method: &Method, uri: &Uri, version: Version) -> Result<Route, RouteError> {
+        let absolute = version < Version::HTTP_2 && (uri.scheme().is_some() || uri.authority().is_some());
         if absolute || *method == Method::CONNECT || !uri.path().starts_with('/') {
             return Err(RouteError::NotOriginForm);
         }
@@ -154,11 +155,7 @@ impl Catalog {
     }
 }
 
-fn build_route(
-    operation: &'static Operation,
-    segments: &[String],
-    query: CanonicalQuery,
-) -> Result<Route, RouteError> {
+fn build_route(operation: &'static Operation, segments: &[String], query: CanonicalQuery) -> Result<Route, RouteError> {
     let mut params = Vec::new();
     let mut path = String::with_capacity(64);
     for (template, value) in operation.template.split('/').skip(1).zip(segments) {
@@ -171,21 +168,12 @@ fn build_route(
             None => path.push_str(template),
         }
     }
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v): &(_, String)| v.clone())
-    };
+    let param = |name: &str| params.iter().find(|(n, _)| *n == name).map(|(_, v): &(_, String)| v.clone());
     let app = match operation.app {
         AppFrom::Path => param("app_id"),
         AppFrom::Account => None,
         AppFrom::Query(key) => {
-            let mut values = query
-                .pairs()
-                .iter()
-                .filter(|(k, _)| k == key)
-                .map(|(_, v)| v);
+            let mut values = query.pairs().iter().filter(|(k, _)| k == key).map(|(_, v)| v);
             let first = values.next().cloned();
             if values.any(|v| Some(v) != first.as_ref()) {
                 return Err(RouteError::AmbiguousApp(key));
@@ -194,14 +182,7 @@ fn build_route(
         }
     };
     let project_id = param("project_id");
-    Ok(Route {
-        operation,
-        app,
-        project_id,
-        params,
-        path,
-        query,
-    })
+    Ok(Route { operation, app, project_id, params, path, query })
 }
 
 /// Splits a path into decoded segments, dropping empty ones (`//`, a trailing `/`).
@@ -261,12 +242,7 @@ mod tests {
         for (i, a) in ops.iter().enumerate() {
             for b in &ops[i + 1..] {
                 assert_ne!(a.name, b.name);
-                assert!(
-                    !(a.method == b.method && a.template == b.template),
-                    "{} and {} collide",
-                    a.name,
-                    b.name
-                );
+                assert!(!(a.method == b.method && a.template == b.template), "{} and {} collide", a.name, b.name);
             }
         }
     }
@@ -281,8 +257,7 @@ mod tests {
                 .replace("{room_id}", "r1")
                 .replace("{job_id}", "j1")
                 .replace("{rule_id}", "u1");
-            let route =
-                resolve(op.method.clone(), &target).unwrap_or_else(|e| panic!("{}: {e}", op.name));
+            let route = resolve(op.method.clone(), &target).unwrap_or_else(|e| panic!("{}: {e}", op.name));
             assert_eq!(route.operation.name, op.name);
             assert_eq!(route.path, target);
         }
@@ -290,42 +265,26 @@ mod tests {
 
     #[test]
     fn remove_users_names_app_and_room() {
-        let route = resolve(
-            Method::POST,
-            "/v2/apps/app-123/rooms/room%20456/batch-remove-users/",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let route = resolve(Method::POST, "/v2/apps/app-123/rooms/room%20456/batch-remove-users/")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(route.operation.name, "RemoveUsers");
         assert_eq!(route.app.as_deref(), Some("app-123"));
         assert_eq!(route.param("room_id"), Some("room 456"));
-        assert_eq!(
-            route.path,
-            "/v2/apps/app-123/rooms/room%20456/batch-remove-users"
-        );
+        assert_eq!(route.path, "/v2/apps/app-123/rooms/room%20456/batch-remove-users");
     }
 
     #[test]
     fn v1_takes_app_and_project_from_query_and_path() {
-        let route = resolve(Method::GET, "/v1/p1/rtc/rooms?limit=10&app=a1")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let route = resolve(Method::GET, "/v1/p1/rtc/rooms?limit=10&app=a1").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            (
-                route.operation.name,
-                route.app.as_deref(),
-                route.project_id.as_deref()
-            ),
+            (route.operation.name, route.app.as_deref(), route.project_id.as_deref()),
             ("ListRtcRoomList", Some("a1"), Some("p1"))
         );
         assert_eq!(route.query.to_string(), "app=a1&limit=10");
-        let route = resolve(Method::GET, "/v1/p1/rtc/client/event?app_id=a2")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let route = resolve(Method::GET, "/v1/p1/rtc/client/event?app_id=a2").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(route.app.as_deref(), Some("a2"));
-        let route = resolve(Method::GET, "/v1/rtc/data/abnormal-event/dimension")
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            (route.operation.name, route.app),
-            ("ListRtcAbnormalEventDimension", None)
-        );
+        let route = resolve(Method::GET, "/v1/rtc/data/abnormal-event/dimension").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((route.operation.name, route.app), ("ListRtcAbnormalEventDimension", None));
     }
 
     #[test]
@@ -338,68 +297,30 @@ mod tests {
 
     #[test]
     fn refuses_what_could_escape_a_template() {
-        assert_eq!(
-            resolve(Method::GET, "/v2/apps/a/../b"),
-            Err(RouteError::DotSegment)
-        );
-        assert_eq!(
-            resolve(Method::GET, "/v2/apps/%2e%2E"),
-            Err(RouteError::DotSegment)
-        );
-        assert_eq!(
-            resolve(Method::GET, "/v2/apps/a%2F..%2Fb"),
-            Err(RouteError::EncodedSeparator)
-        );
-        assert_eq!(
-            resolve(Method::GET, "/v2/apps/a%5cb"),
-            Err(RouteError::EncodedSeparator)
-        );
-        assert_eq!(
-            resolve(Method::GET, "/v2/apps/%FF"),
-            Err(RouteError::BadEncoding)
-        );
-        assert_eq!(
-            resolve(Method::GET, "/v2/apps/a%00"),
-            Err(RouteError::BadEncoding)
-        );
-        assert_eq!(
-            resolve(Method::GET, "http://evil.example/v2/apps"),
-            Err(RouteError::NotOriginForm)
-        );
-        assert_eq!(
-            resolve(Method::CONNECT, "evil.example:443"),
-            Err(RouteError::NotOriginForm)
-        );
-        assert_eq!(
-            resolve(Method::OPTIONS, "*"),
-            Err(RouteError::NotOriginForm)
-        );
-        assert_eq!(
-            resolve(Method::GET, "/v1/p/rtc/rooms?app=a&app=b"),
-            Err(RouteError::AmbiguousApp("app"))
-        );
+        assert_eq!(resolve(Method::GET, "/v2/apps/a/../b"), Err(RouteError::DotSegment));
+        assert_eq!(resolve(Method::GET, "/v2/apps/%2e%2E"), Err(RouteError::DotSegment));
+        assert_eq!(resolve(Method::GET, "/v2/apps/a%2F..%2Fb"), Err(RouteError::EncodedSeparator));
+        assert_eq!(resolve(Method::GET, "/v2/apps/a%5cb"), Err(RouteError::EncodedSeparator));
+        assert_eq!(resolve(Method::GET, "/v2/apps/%FF"), Err(RouteError::BadEncoding));
+        assert_eq!(resolve(Method::GET, "/v2/apps/a%00"), Err(RouteError::BadEncoding));
+        assert_eq!(resolve(Method::GET, "http://evil.example/v2/apps"), Err(RouteError::NotOriginForm));
+        assert_eq!(resolve(Method::CONNECT, "evil.example:443"), Err(RouteError::NotOriginForm));
+        assert_eq!(resolve(Method::OPTIONS, "*"), Err(RouteError::NotOriginForm));
+        assert_eq!(resolve(Method::GET, "/v1/p/rtc/rooms?app=a&app=b"), Err(RouteError::AmbiguousApp("app")));
     }
 
     #[test]
     fn unknown_paths_and_methods_are_not_operations() {
-        assert_eq!(
-            resolve(Method::GET, "/v2/secrets"),
-            Err(RouteError::NoOperation { allowed: vec![] })
-        );
+        assert_eq!(resolve(Method::GET, "/v2/secrets"), Err(RouteError::NoOperation { allowed: vec![] }));
         assert_eq!(
             resolve(Method::GET, "/v2/apps/a/rooms/r/batch-remove-users"),
-            Err(RouteError::NoOperation {
-                allowed: vec!["POST"]
-            })
+            Err(RouteError::NoOperation { allowed: vec!["POST"] })
         );
     }
 
     #[test]
     fn normalises_spelling_of_the_same_path() {
         let a = resolve(Method::GET, "//v2//apps/%61pp-1/").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            (a.operation.name, a.path.as_str()),
-            ("ShowApp", "/v2/apps/app-1")
-        );
+        assert_eq!((a.operation.name, a.path.as_str()), ("ShowApp", "/v2/apps/app-1"));
     }
 }

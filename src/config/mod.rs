@@ -4,6 +4,7 @@
 //! Secrets are never required inline: each may come from the file (`secret_key`), an
 //! environment variable (`secret_key_env`) or a file of its own (`secret_key_file`).
 
+mod policy;
 mod reader;
 mod validate;
 
@@ -16,6 +17,8 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 
+use crate::policy::{Access, Callers};
+use crate::ratelimit::LimitSpec;
 use crate::signer::SigningKey;
 
 pub use reader::{parse_duration, Problem};
@@ -38,8 +41,20 @@ pub struct Config {
     pub profiles: BTreeMap<String, Arc<Profile>>,
     /// Apps the gateway serves, by SparkRTC app id.
     pub apps: BTreeMap<String, App>,
-    /// The profile for account-level operations (no app id), if any.
-    pub account: Option<Arc<Profile>>,
+    /// Account-level operations (no app id), if served.
+    pub account: Option<App>,
+    pub callers: Callers,
+    /// Per-caller limits set on `[callers.NAME]`, overriding `limits.per_caller`.
+    pub caller_limits: BTreeMap<Arc<str>, LimitSpec>,
+    pub limits: DefaultLimits,
+}
+
+/// `[limits]`: what applies where nothing more specific is set.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultLimits {
+    pub per_app: Option<LimitSpec>,
+    /// Each caller: named ones by name, unnamed ones by address.
+    pub per_caller: Option<LimitSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -78,26 +93,22 @@ pub struct Profile {
     pub key: SigningKey,
 }
 
+/// A served app (or the account-level operations): its credentials, allowlist and limits.
 #[derive(Debug, Clone)]
 pub struct App {
     pub profile: Arc<Profile>,
+    pub access: Access,
+    /// Overrides `limits.per_app`.
+    pub limit: Option<LimitSpec>,
+    pub operation_limits: BTreeMap<&'static str, LimitSpec>,
 }
 
 /// Why the configuration could not be used.
 #[derive(Debug)]
 pub enum ConfigError {
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    Syntax {
-        origin: String,
-        message: String,
-    },
-    Invalid {
-        origin: String,
-        problems: Vec<Problem>,
-    },
+    Read { path: PathBuf, source: std::io::Error },
+    Syntax { origin: String, message: String },
+    Invalid { origin: String, problems: Vec<Problem> },
 }
 
 impl fmt::Display for ConfigError {
@@ -110,12 +121,7 @@ impl fmt::Display for ConfigError {
                 write!(f, "{origin} is not valid TOML: {message}")
             }
             ConfigError::Invalid { origin, problems } => {
-                write!(
-                    f,
-                    "{origin} has {} problem{}:",
-                    problems.len(),
-                    if problems.len() == 1 { "" } else { "s" }
-                )?;
+                write!(f, "{origin} has {} problem{}:", problems.len(), if problems.len() == 1 { "" } else { "s" })?;
                 for p in problems {
                     write!(f, "\n  - {p}")?;
                 }
@@ -130,14 +136,10 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Reads and validates a config file. Relative `*_file` paths are relative to the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, &path.display().to_string(), base, &|name| {
-            std::env::var(name).ok()
-        })
+        Config::parse(&text, &path.display().to_string(), base, &|name| std::env::var(name).ok())
     }
 
     /// Validates config text. `env` looks up environment variables, so tests need not set any.
@@ -147,22 +149,18 @@ impl Config {
         base: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let doc: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Syntax {
-                origin: origin.to_owned(),
-                message: e.to_string().trim_end().to_owned(),
-            })?;
-        validate::config(&doc, base, env).map_err(|problems| ConfigError::Invalid {
+        let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
             origin: origin.to_owned(),
-            problems,
-        })
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        validate::config(&doc, base, env)
+            .map_err(|problems| ConfigError::Invalid { origin: origin.to_owned(), problems })
     }
 
-    /// The credential profile for a call on `app` (`None`: account-level).
-    pub fn profile_for(&self, app: Option<&str>) -> Option<&Arc<Profile>> {
-        match app {
-            Some(id) => self.apps.get(id).map(|a| &a.profile),
+    /// The served app a call acts on (`None`: account-level).
+    pub fn app(&self, id: Option<&str>) -> Option<&App> {
+        match id {
+            Some(id) => self.apps.get(id),
             None => self.account.as_ref(),
         }
     }

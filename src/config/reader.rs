@@ -24,10 +24,7 @@ pub struct Problems(pub Vec<Problem>);
 
 impl Problems {
     pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            key: key.into(),
-            message: message.into(),
-        });
+        self.0.push(Problem { key: key.into(), message: message.into() });
     }
 }
 
@@ -40,18 +37,11 @@ pub struct Table<'a> {
 
 impl<'a> Table<'a> {
     pub fn root(table: &'a toml::Table) -> Self {
-        Table {
-            path: String::new(),
-            table: Some(table),
-            read: BTreeSet::new(),
-        }
+        Table { path: String::new(), table: Some(table), read: BTreeSet::new() }
     }
 
     pub fn key_path(&self, key: &str) -> String {
-        let quoted = if key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        let quoted = if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             key.to_owned()
         } else {
             format!("{key:?}")
@@ -80,18 +70,11 @@ impl<'a> Table<'a> {
             None => None,
             Some(toml::Value::Table(t)) => Some(t),
             Some(other) => {
-                problems.push(
-                    &path,
-                    format!("expected a table ([{path}]), found {}", show(other)),
-                );
+                problems.push(&path, format!("expected a table ([{path}]), found {}", show(other)));
                 None
             }
         };
-        Table {
-            path,
-            table,
-            read: BTreeSet::new(),
-        }
+        Table { path, table, read: BTreeSet::new() }
     }
 
     /// The sub-tables of this table by name, e.g. every `[profiles.NAME]`.
@@ -113,13 +96,55 @@ impl<'a> Table<'a> {
         match self.value(key)? {
             toml::Value::String(s) => Some(s),
             other => {
-                problems.push(
-                    self.key_path(key),
-                    format!("expected a string in quotes, found {}", show(other)),
-                );
+                problems.push(self.key_path(key), format!("expected a string in quotes, found {}", show(other)));
                 None
             }
         }
+    }
+
+    /// A list of strings; a missing key is `None`.
+    pub fn strings(&mut self, key: &str, problems: &mut Problems) -> Option<Vec<&'a str>> {
+        let value = self.value(key)?;
+        let list: Option<Vec<&str>> = value.as_array().and_then(|a| a.iter().map(toml::Value::as_str).collect());
+        if list.is_none() {
+            problems.push(
+                self.key_path(key),
+                format!("expected a list of strings like [\"a\", \"b\"], found {}", show(value)),
+            );
+        }
+        list
+    }
+
+    /// A list of tables (`allow = [{ ... }, { ... }]`); a missing key is `None`.
+    pub fn tables(&mut self, key: &str, problems: &mut Problems) -> Option<Vec<Table<'a>>> {
+        let path = self.key_path(key);
+        let value = self.value(key)?;
+        let Some(list) = value.as_array() else {
+            problems.push(&path, format!("expected a list of tables like [{{ ... }}], found {}", show(value)));
+            return None;
+        };
+        let mut out = Vec::new();
+        for (i, item) in list.iter().enumerate() {
+            match item {
+                toml::Value::Table(t) => {
+                    out.push(Table { path: format!("{path}[{i}]"), table: Some(t), read: BTreeSet::new() })
+                }
+                other => {
+                    problems.push(format!("{path}[{i}]"), format!("expected a table {{ ... }}, found {}", show(other)))
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// The keys of this table, in file order.
+    pub fn keys(&self) -> Vec<String> {
+        self.table.map(|t| t.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Whether this table exists in the file at all.
+    pub fn present(&self) -> bool {
+        self.table.is_some()
     }
 
     /// Like [`Table::string`], but a value of the wrong type is not shown.
@@ -141,44 +166,27 @@ impl<'a> Table<'a> {
         match self.value(key)? {
             toml::Value::Boolean(b) => Some(*b),
             other => {
-                problems.push(
-                    self.key_path(key),
-                    format!("expected true or false, found {}", show(other)),
-                );
+                problems.push(self.key_path(key), format!("expected true or false, found {}", show(other)));
                 None
             }
         }
     }
 
     /// A whole number within `min..=max`.
-    pub fn integer(
-        &mut self,
-        key: &str,
-        min: u64,
-        max: u64,
-        problems: &mut Problems,
-    ) -> Option<u64> {
+    pub fn integer(&mut self, key: &str, min: u64, max: u64, problems: &mut Problems) -> Option<u64> {
         let value = self.value(key)?;
         match value.as_integer().and_then(|i| u64::try_from(i).ok()) {
             Some(n) if (min..=max).contains(&n) => Some(n),
             _ => {
-                problems.push(
-                    self.key_path(key),
-                    format!("{} must be a whole number from {min} to {max}", show(value)),
-                );
+                problems
+                    .push(self.key_path(key), format!("{} must be a whole number from {min} to {max}", show(value)));
                 None
             }
         }
     }
 
     /// A duration written as `500ms`, `3s`, `2m` or `1h`, within `min..=max`.
-    pub fn duration(
-        &mut self,
-        key: &str,
-        min: Duration,
-        max: Duration,
-        problems: &mut Problems,
-    ) -> Option<Duration> {
+    pub fn duration(&mut self, key: &str, min: Duration, max: Duration, problems: &mut Problems) -> Option<Duration> {
         let value = self.value(key)?;
         let parsed = value.as_str().and_then(parse_duration);
         match parsed {
@@ -186,22 +194,14 @@ impl<'a> Table<'a> {
             Some(_) => {
                 problems.push(
                     self.key_path(key),
-                    format!(
-                        "{} must be between {} and {}",
-                        show(value),
-                        show_duration(min),
-                        show_duration(max)
-                    ),
+                    format!("{} must be between {} and {}", show(value), show_duration(min), show_duration(max)),
                 );
                 None
             }
             None => {
                 problems.push(
                     self.key_path(key),
-                    format!(
-                        "{} is not a duration; write it like \"500ms\", \"3s\" or \"2m\"",
-                        show(value)
-                    ),
+                    format!("{} is not a duration; write it like \"500ms\", \"3s\" or \"2m\"", show(value)),
                 );
                 None
             }
@@ -213,10 +213,8 @@ impl<'a> Table<'a> {
         let Some(table) = self.table else { return };
         for key in table.keys() {
             if !self.read.contains(key.as_str()) {
-                problems.push(
-                    self.key_path(key),
-                    "unknown key; check the spelling against config/gateway.example.toml",
-                );
+                problems
+                    .push(self.key_path(key), "unknown key; check the spelling against config/gateway.example.toml");
             }
         }
     }

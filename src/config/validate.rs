@@ -21,10 +21,17 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
 
     let mut server = root.table("server", &mut p);
     let listen = server.string("listen", &mut p).unwrap_or(DEFAULT_LISTEN);
-    let listen = listen.parse().map_err(|_| p.push(server.key_path("listen"), format!("{listen:?} is not an address; write it like \"127.0.0.1:8080\" or \"[::]:8080\""))).ok();
-    let max_body_bytes = server
-        .integer("max_body_bytes", 1, MAX_SIGNED_BODY_BYTES, &mut p)
-        .unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    let listen = listen
+        .parse()
+        .map_err(|_| {
+            p.push(
+                server.key_path("listen"),
+                format!("{listen:?} is not an address; write it like \"127.0.0.1:8080\" or \"[::]:8080\""),
+            )
+        })
+        .ok();
+    let max_body_bytes =
+        server.integer("max_body_bytes", 1, MAX_SIGNED_BODY_BYTES, &mut p).unwrap_or(DEFAULT_MAX_BODY_BYTES);
     server.finish(&mut p);
 
     let mut upstream_table = root.table("upstream", &mut p);
@@ -46,23 +53,34 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
         t.finish(&mut p);
     }
     if !profiles_table.has_any() {
-        p.push("profiles", "no credential profile is defined; add [profiles.NAME] with access_key_env, secret_key_env and project_id");
+        p.push(
+            "profiles",
+            "no credential profile is defined; add [profiles.NAME] with access_key_env, secret_key_env and project_id",
+        );
     }
+
+    let mut policy_table = root.table("policy", &mut p);
+    let mut callers_table = root.table("callers", &mut p);
+    let (callers, caller_limits) = super::policy::callers(&mut policy_table, &mut callers_table, &mut p);
+    policy_table.finish(&mut p);
+    let mut limits_table = root.table("limits", &mut p);
+    let limits = DefaultLimits {
+        per_app: super::policy::limit(&mut limits_table, "per_app", &mut p),
+        per_caller: super::policy::limit(&mut limits_table, "per_caller", &mut p),
+    };
+    limits_table.finish(&mut p);
 
     let mut apps = BTreeMap::new();
     let mut apps_table = root.table("apps", &mut p);
     for (id, mut t) in apps_table.entries(&mut p) {
-        if let Some(profile) = profile_ref(&mut t, &profiles, &declared, &mut p) {
-            apps.insert(id.to_owned(), App { profile });
+        if let Some(app) = app(&mut t, &profiles, &declared, &callers, &mut p) {
+            apps.insert(id.to_owned(), app);
         }
         t.finish(&mut p);
     }
     let mut account_table = root.table("account", &mut p);
-    let account = if account_table.has("profile") {
-        profile_ref(&mut account_table, &profiles, &declared, &mut p)
-    } else {
-        None
-    };
+    let account =
+        if account_table.present() { app(&mut account_table, &profiles, &declared, &callers, &mut p) } else { None };
     account_table.finish(&mut p);
     root.finish(&mut p);
 
@@ -75,6 +93,9 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
             profiles,
             apps,
             account,
+            callers,
+            caller_limits,
+            limits,
         }),
         _ => Err(p.0),
     }
@@ -85,32 +106,16 @@ fn upstream(t: &mut Table<'_>, base: &Path, p: &mut Problems) -> Option<Upstream
     let endpoint_text = t.string("endpoint", p).unwrap_or(DEFAULT_ENDPOINT);
     let key = t.key_path("endpoint");
     let connect_timeout = t
-        .duration(
-            "connect_timeout",
-            Duration::from_millis(10),
-            Duration::from_secs(60),
-            p,
-        )
+        .duration("connect_timeout", Duration::from_millis(10), Duration::from_secs(60), p)
         .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     let response_timeout = t
-        .duration(
-            "response_timeout",
-            Duration::from_millis(10),
-            Duration::from_secs(600),
-            p,
-        )
+        .duration("response_timeout", Duration::from_millis(10), Duration::from_secs(600), p)
         .unwrap_or(DEFAULT_RESPONSE_TIMEOUT);
     let pool_idle_timeout = t
-        .duration(
-            "pool_idle_timeout",
-            Duration::from_secs(1),
-            Duration::from_secs(3600),
-            p,
-        )
+        .duration("pool_idle_timeout", Duration::from_secs(1), Duration::from_secs(3600), p)
         .unwrap_or(DEFAULT_POOL_IDLE_TIMEOUT);
-    let pool_max_idle_per_host = t
-        .integer("pool_max_idle_per_host", 0, 10_000, p)
-        .unwrap_or(DEFAULT_POOL_MAX_IDLE) as usize;
+    let pool_max_idle_per_host =
+        t.integer("pool_max_idle_per_host", 0, 10_000, p).unwrap_or(DEFAULT_POOL_MAX_IDLE) as usize;
     let ca_file = t.string("ca_file", p).map(|f| base.join(f));
     if let Some(file) = &ca_file {
         if !file.is_file() {
@@ -132,9 +137,7 @@ fn upstream(t: &mut Table<'_>, base: &Path, p: &mut Problems) -> Option<Upstream
         }
     };
     let scheme = uri.scheme().cloned();
-    let path_ok = uri
-        .path_and_query()
-        .is_none_or(|pq| pq.as_str() == "/" || pq.as_str().is_empty());
+    let path_ok = uri.path_and_query().is_none_or(|pq| pq.as_str() == "/" || pq.as_str().is_empty());
     let (Some(scheme), Some(authority), true) = (scheme, uri.authority().cloned(), path_ok) else {
         p.push(key, format!("{endpoint_text:?} must be scheme and host only, like \"https://rtc-api.myhuaweicloud.com\" (no path or query)"));
         return None;
@@ -163,70 +166,51 @@ fn log(t: &mut Table<'_>, p: &mut Problems) -> Log {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
         Some(other) => {
-            p.push(
-                t.key_path("format"),
-                format!("{other:?} is not a log format; use \"text\" or \"json\""),
-            );
+            p.push(t.key_path("format"), format!("{other:?} is not a log format; use \"text\" or \"json\""));
             LogFormat::Text
         }
     };
     let level = t.string("level", p).unwrap_or("info").to_owned();
     if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-        p.push(t.key_path("level"), format!("{level:?} is not a log filter; use one of \"error\", \"warn\", \"info\", \"debug\", \"trace\""));
+        p.push(
+            t.key_path("level"),
+            format!("{level:?} is not a log filter; use one of \"error\", \"warn\", \"info\", \"debug\", \"trace\""),
+        );
     }
     Log { format, level }
 }
 
-fn profile(
-    name: &str,
-    t: &mut Table<'_>,
-    base: &Path,
-    env: Env<'_>,
-    p: &mut Problems,
-) -> Option<Profile> {
+fn profile(name: &str, t: &mut Table<'_>, base: &Path, env: Env<'_>, p: &mut Problems) -> Option<Profile> {
     let access_key = secret(t, "access_key", true, base, env, p);
     let secret_key = secret(t, "secret_key", true, base, env, p);
     let security_token = secret(t, "security_token", false, base, env, p);
     let project_id = t.string("project_id", p);
-    if project_id.is_none_or(|id| {
-        id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    }) {
+    if project_id.is_none_or(|id| id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')) {
         p.push(t.key_path("project_id"), "set the Huawei Cloud project id of the region SparkRTC runs in (32 hex characters, from the console's My Credentials page)");
     }
     let algorithm = match t.string("algorithm", p).unwrap_or("SDK-HMAC-SHA256") {
         "SDK-HMAC-SHA256" => Some(Algorithm::HmacSha256),
         "SDK-HMAC-SM3" => Some(Algorithm::HmacSm3),
-        "V11-HMAC-SHA256" => {
-            match t.string("region", p) {
-                Some(region) => Some(Algorithm::V11HmacSha256 {
-                    region: region.to_owned(),
-                    service: t
-                        .string("service", p)
-                        .unwrap_or(DEFAULT_V11_SERVICE)
-                        .to_owned(),
-                }),
-                None => {
-                    p.push(t.key_path("region"), "V11-HMAC-SHA256 derives its key per region; set region, e.g. \"cn-north-4\"");
-                    None
-                }
+        "V11-HMAC-SHA256" => match t.string("region", p) {
+            Some(region) => Some(Algorithm::V11HmacSha256 {
+                region: region.to_owned(),
+                service: t.string("service", p).unwrap_or(DEFAULT_V11_SERVICE).to_owned(),
+            }),
+            None => {
+                p.push(
+                    t.key_path("region"),
+                    "V11-HMAC-SHA256 derives its key per region; set region, e.g. \"cn-north-4\"",
+                );
+                None
             }
-        }
+        },
         other => {
             p.push(t.key_path("algorithm"), format!("{other:?} is not supported; use \"SDK-HMAC-SHA256\" (default), \"SDK-HMAC-SM3\" or \"V11-HMAC-SHA256\""));
             None
         }
     };
-    let key = SigningKey {
-        algorithm: algorithm?,
-        access_key: access_key?,
-        secret_key: secret_key?,
-        security_token,
-    };
-    Some(Profile {
-        name: name.to_owned(),
-        project_id: project_id?.to_owned(),
-        key,
-    })
+    let key = SigningKey { algorithm: algorithm?, access_key: access_key?, secret_key: secret_key?, security_token };
+    Some(Profile { name: name.to_owned(), project_id: project_id?.to_owned(), key })
 }
 
 /// A secret from exactly one of `NAME` (inline), `NAME_env` or `NAME_file`. Messages never show it.
@@ -240,25 +224,14 @@ fn secret(
 ) -> Option<Secret> {
     let env_key = format!("{name}_env");
     let file_key = format!("{name}_file");
-    let given = [name, env_key.as_str(), file_key.as_str()]
-        .into_iter()
-        .filter(|k| t.has(k))
-        .count();
+    let given = [name, env_key.as_str(), file_key.as_str()].into_iter().filter(|k| t.has(k)).count();
     if given != 1 {
         if given > 1 || required {
-            let what = if given > 1 {
-                "is given more than once"
-            } else {
-                "is missing"
-            };
+            let what = if given > 1 { "is given more than once" } else { "is missing" };
             p.push(t.key_path(name), format!("{what}; set exactly one of {env_key} (an environment variable), {file_key} (a file holding it) or {name} (inline, for demos only)"));
         }
         // Mark the keys read so they are not also reported as unknown.
-        let _ = (
-            t.secret_string(name, p),
-            t.string(&env_key, p),
-            t.string(&file_key, p),
-        );
+        let _ = (t.secret_string(name, p), t.string(&env_key, p), t.string(&file_key, p));
         return None;
     }
     if let Some(value) = t.secret_string(name, p) {
@@ -266,7 +239,12 @@ fn secret(
     }
     if let Some(var) = t.string(&env_key, p) {
         let value = env(var).unwrap_or_default();
-        return non_empty(Secret::new(value.trim()), t.key_path(&env_key), &format!("names the environment variable {var}, which is not set or is empty; export it before starting"), p);
+        return non_empty(
+            Secret::new(value.trim()),
+            t.key_path(&env_key),
+            &format!("names the environment variable {var}, which is not set or is empty; export it before starting"),
+            p,
+        );
     }
     let file = base.join(t.string(&file_key, p)?);
     match std::fs::read_to_string(&file) {
@@ -290,6 +268,18 @@ fn secret(
     }
 }
 
+fn app(
+    t: &mut Table<'_>,
+    profiles: &BTreeMap<String, Arc<Profile>>,
+    declared: &[&str],
+    callers: &crate::policy::Callers,
+    p: &mut Problems,
+) -> Option<App> {
+    let profile = profile_ref(t, profiles, declared, p);
+    let (access, limit, operation_limits) = super::policy::access(t, callers, p);
+    Some(App { profile: profile?, access, limit, operation_limits })
+}
+
 fn non_empty(s: Secret, key: String, message: &str, p: &mut Problems) -> Option<Secret> {
     if s.expose().is_empty() {
         p.push(key, message);
@@ -308,18 +298,12 @@ fn profile_ref(
 ) -> Option<Arc<Profile>> {
     let key = t.key_path("profile");
     let Some(name) = t.string("profile", p) else {
-        p.push(
-            key,
-            "is missing; name the [profiles.NAME] whose credentials this uses",
-        );
+        p.push(key, "is missing; name the [profiles.NAME] whose credentials this uses");
         return None;
     };
     let found = profiles.get(name).cloned();
     if found.is_none() && !declared.contains(&name) {
-        p.push(
-            key,
-            format!("{name:?} is not a defined profile; defined: {declared:?}"),
-        );
+        p.push(key, format!("{name:?} is not a defined profile; defined: {declared:?}"));
     }
     found
 }

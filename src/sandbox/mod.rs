@@ -30,10 +30,7 @@ pub struct Sandbox {
 impl Sandbox {
     /// Accepts the keys of every profile in `config`, as SparkRTC accepts the account's keys.
     pub fn new(config: &Config) -> Self {
-        Sandbox {
-            profiles: config.profiles.values().cloned().collect(),
-            clock: Arc::new(SystemClock),
-        }
+        Sandbox { profiles: config.profiles.values().cloned().collect(), clock: Arc::new(SystemClock) }
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -47,33 +44,21 @@ impl Sandbox {
     {
         let (parts, body) = req.into_parts();
         let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
-            return reply(
-                StatusCode::BAD_REQUEST,
-                Some(("RTC.00001003", "InvalidParameterValue")),
-            );
+            return reply(StatusCode::BAD_REQUEST, Some(("RTC.00001003", "InvalidParameterValue")));
         };
         let now = SdkDate::from_system_time(self.clock.now());
         if let Err(rejection) = verify(&parts, &body, &self.profiles, now) {
             tracing::info!(target: "sandbox", method = %parts.method, path = %parts.uri.path(), code = rejection.code(), reason = ?rejection, "refused");
-            return reply(
-                StatusCode::UNAUTHORIZED,
-                Some((rejection.code(), rejection.message())),
-            );
+            return reply(StatusCode::UNAUTHORIZED, Some((rejection.code(), rejection.message())));
         }
         let Ok(route) = Catalog.resolve(&parts.method, &parts.uri, parts.version) else {
             return reply(
                 StatusCode::NOT_FOUND,
-                Some((
-                    "APIGW.0101",
-                    "The API does not exist or has not been published in the environment",
-                )),
+                Some(("APIGW.0101", "The API does not exist or has not been published in the environment")),
             );
         };
         if crate::validate::body(route.operation, &body).is_err() {
-            return reply(
-                StatusCode::BAD_REQUEST,
-                Some(("RTC.00001003", "InvalidParameterValue")),
-            );
+            return reply(StatusCode::BAD_REQUEST, Some(("RTC.00001003", "InvalidParameterValue")));
         }
         tracing::info!(target: "sandbox", operation = route.operation.name, app = route.app.as_deref().unwrap_or("-"), "accepted");
         match route.operation.name {
@@ -91,9 +76,9 @@ impl crate::listener::Handler for Sandbox {
 
 fn reply(status: StatusCode, error: Option<(&str, &str)>) -> Response<Body> {
     let body = match error {
-        Some((code, msg)) => Body::full(Bytes::from(
-            serde_json::json!({ "error_code": code, "error_msg": msg }).to_string(),
-        )),
+        Some((code, msg)) => {
+            Body::full(Bytes::from(serde_json::json!({ "error_code": code, "error_msg": msg }).to_string()))
+        }
         None if status == StatusCode::ACCEPTED => Body::empty(),
         None => Body::full(Bytes::from_static(b"{}")),
     };
@@ -104,10 +89,7 @@ fn reply(status: StatusCode, error: Option<(&str, &str)>) -> Response<Body> {
         rsp.headers_mut().insert(crate::request_id::HEADER, id);
     }
     if status != StatusCode::ACCEPTED {
-        rsp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     rsp
 }

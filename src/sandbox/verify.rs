@@ -36,13 +36,21 @@ impl Rejection {
     pub fn message(&self) -> &'static str {
         match self {
             Rejection::MissingAuthorization => "Incorrect IAM authentication information: Authorization header missing",
-            Rejection::MalformedAuthorization => "Incorrect IAM authentication information: Authorization header malformed",
+            Rejection::MalformedAuthorization => {
+                "Incorrect IAM authentication information: Authorization header malformed"
+            }
             Rejection::UnknownAccessKey => "Incorrect IAM authentication information: unknown access key",
             Rejection::BadDate => "Incorrect IAM authentication information: X-Sdk-Date missing or malformed",
-            Rejection::ClockSkew => "Incorrect app authentication information: request time is more than 15 minutes off",
+            Rejection::ClockSkew => {
+                "Incorrect app authentication information: request time is more than 15 minutes off"
+            }
             Rejection::SignatureMismatch => "Incorrect IAM authentication information: verify aksk signature fail",
-            Rejection::ProjectMismatch => "Incorrect IAM authentication information: X-Project-Id missing, unsigned or not the key's project",
-            Rejection::SecurityTokenMismatch => "Incorrect IAM authentication information: security token missing or wrong",
+            Rejection::ProjectMismatch => {
+                "Incorrect IAM authentication information: X-Project-Id missing, unsigned or not the key's project"
+            }
+            Rejection::SecurityTokenMismatch => {
+                "Incorrect IAM authentication information: security token missing or wrong"
+            }
         }
     }
 }
@@ -65,24 +73,12 @@ fn parse_authorization(value: &str) -> Option<Authorization<'_>> {
         "SDK-HMAC-SM3" => (Algorithm::HmacSm3, credential.strip_prefix("Access=")?),
         "V11-HMAC-SHA256" => {
             let mut scope = credential.strip_prefix("Credential=")?.split('/');
-            let (ak, _day, region, service) =
-                (scope.next()?, scope.next()?, scope.next()?, scope.next()?);
-            (
-                Algorithm::V11HmacSha256 {
-                    region: region.to_owned(),
-                    service: service.to_owned(),
-                },
-                ak,
-            )
+            let (ak, _day, region, service) = (scope.next()?, scope.next()?, scope.next()?, scope.next()?);
+            (Algorithm::V11HmacSha256 { region: region.to_owned(), service: service.to_owned() }, ak)
         }
         _ => return None,
     };
-    Some(Authorization {
-        algorithm,
-        access_key,
-        signed_headers,
-        signature,
-    })
+    Some(Authorization { algorithm, access_key, signed_headers, signature })
 }
 
 /// Checks an AK/SK signature; on success returns the profile whose key signed.
@@ -92,19 +88,10 @@ pub fn verify<'p>(
     profiles: &'p [Arc<Profile>],
     now: SdkDate,
 ) -> Result<&'p Arc<Profile>, Rejection> {
-    let auth = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .ok_or(Rejection::MissingAuthorization)?;
-    let auth = auth
-        .to_str()
-        .ok()
-        .and_then(parse_authorization)
-        .ok_or(Rejection::MalformedAuthorization)?;
-    let profile = profiles
-        .iter()
-        .find(|p| p.key.access_key.expose() == auth.access_key)
-        .ok_or(Rejection::UnknownAccessKey)?;
+    let auth = parts.headers.get(header::AUTHORIZATION).ok_or(Rejection::MissingAuthorization)?;
+    let auth = auth.to_str().ok().and_then(parse_authorization).ok_or(Rejection::MalformedAuthorization)?;
+    let profile =
+        profiles.iter().find(|p| p.key.access_key.expose() == auth.access_key).ok_or(Rejection::UnknownAccessKey)?;
     let date = parts
         .headers
         .get(signer::HEADER_DATE)
@@ -119,11 +106,9 @@ pub fn verify<'p>(
     for name in auth.signed_headers.split(';') {
         let value = match parts.headers.get(name) {
             Some(v) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            None if name == "host" => parts
-                .uri
-                .authority()
-                .map(|a| a.to_string())
-                .ok_or(Rejection::SignatureMismatch)?,
+            None if name == "host" => {
+                parts.uri.authority().map(|a| a.to_string()).ok_or(Rejection::SignatureMismatch)?
+            }
             None => return Err(Rejection::SignatureMismatch),
         };
         headers.set(name, value);
@@ -135,15 +120,8 @@ pub fn verify<'p>(
         security_token: None,
     };
     let query = CanonicalQuery::parse(parts.uri.query().unwrap_or(""));
-    let input = SignInput {
-        method: parts.method.as_str(),
-        host: "",
-        path: parts.uri.path(),
-        query: &query,
-        body,
-    };
-    let expected =
-        signer::sign(&input, &mut headers, &key, date).map_err(|_| Rejection::BadDate)?;
+    let input = SignInput { method: parts.method.as_str(), host: "", path: parts.uri.path(), query: &query, body };
+    let expected = signer::sign(&input, &mut headers, &key, date).map_err(|_| Rejection::BadDate)?;
     if !constant_time_eq(expected.signature.as_bytes(), auth.signature.as_bytes()) {
         return Err(Rejection::SignatureMismatch);
     }

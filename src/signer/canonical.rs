@@ -118,18 +118,12 @@ impl HeaderList {
 
     /// Value of the first header whose name matches `name` exactly.
     pub fn exact(&self, name: &str) -> Option<&str> {
-        self.entries
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.entries.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// Value of the first header whose name matches `name` ignoring case (Python's `lower()`).
     pub fn ignore_case(&self, name: &str) -> Option<&str> {
-        self.entries
-            .iter()
-            .find(|(n, _)| same_name(n, name))
-            .map(|(_, v)| v.as_str())
+        self.entries.iter().find(|(n, _)| same_name(n, name)).map(|(_, v)| v.as_str())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -157,20 +151,13 @@ impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for HeaderList {
 /// [`py_strip`]. Names equal but for case collapse to the last value yet stay listed twice,
 /// as in the SDK.
 pub(super) fn canonical_headers(headers: &HeaderList) -> (Vec<(String, String)>, String) {
-    let mut names: Vec<String> = headers
-        .iter()
-        .filter(|(name, _)| !name.contains('_'))
-        .map(|(name, _)| name.to_lowercase())
-        .collect();
+    let mut names: Vec<String> =
+        headers.iter().filter(|(name, _)| !name.contains('_')).map(|(name, _)| name.to_lowercase()).collect();
     names.sort();
     let lines = names
         .iter()
         .map(|name| {
-            let value = headers
-                .iter()
-                .filter(|(n, _)| same_name(n, name))
-                .last()
-                .map_or("", |(_, v)| py_strip(v));
+            let value = headers.iter().filter(|(n, _)| same_name(n, name)).last().map_or("", |(_, v)| py_strip(v));
             (name.clone(), value.to_owned())
         })
         .collect();
@@ -232,10 +219,7 @@ mod tests {
         let mut h: HeaderList = [("A", "1"), ("b", "2")].into_iter().collect();
         h.set("A", "3");
         h.set("a", "4");
-        assert_eq!(
-            h.iter().collect::<Vec<_>>(),
-            [("A", "3"), ("b", "2"), ("a", "4")]
-        );
+        assert_eq!(h.iter().collect::<Vec<_>>(), [("A", "3"), ("b", "2"), ("a", "4")]);
         assert_eq!(h.ignore_case("B"), Some("2"));
         assert_eq!(h.exact("B"), None);
     }

@@ -13,11 +13,7 @@ impl SdkDate {
     }
 
     pub fn from_system_time(t: SystemTime) -> Self {
-        SdkDate(
-            t.duration_since(UNIX_EPOCH)
-                .unwrap_or(Duration::ZERO)
-                .as_secs(),
-        )
+        SdkDate(t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs())
     }
 
     pub fn unix(self) -> u64 {
@@ -32,9 +28,7 @@ impl SdkDate {
         }
         let num = |range: std::ops::Range<usize>| -> Option<u64> {
             let part = s.get(range)?;
-            part.bytes()
-                .all(|c| c.is_ascii_digit())
-                .then(|| part.parse().ok())?
+            part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
         };
         let (year, month, day) = (num(0..4)?, num(4..6)?, num(6..8)?);
         let (hour, min, sec) = (num(9..11)?, num(11..13)?, num(13..15)?);
@@ -61,13 +55,7 @@ impl fmt::Display for SdkDate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (y, m, d) = civil_from_days(self.0 / 86_400);
         let s = self.0 % 86_400;
-        write!(
-            f,
-            "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-            s / 3_600,
-            s / 60 % 60,
-            s % 60
-        )
+        write!(f, "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", s / 3_600, s / 60 % 60, s % 60)
     }
 }
 
@@ -105,15 +93,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
+    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
 }
 
 #[cfg(test)]
@@ -124,26 +104,16 @@ mod tests {
     fn formats_and_parses_round_trip() {
         let d = SdkDate::parse("20240102T030405Z").map(SdkDate::unix);
         assert_eq!(d, Some(1_704_164_645));
-        assert_eq!(
-            SdkDate::from_unix(1_704_164_645).to_string(),
-            "20240102T030405Z"
-        );
-        assert_eq!(
-            SdkDate::from_unix(951_782_400).to_string(),
-            "20000229T000000Z"
-        );
+        assert_eq!(SdkDate::from_unix(1_704_164_645).to_string(), "20240102T030405Z");
+        assert_eq!(SdkDate::from_unix(951_782_400).to_string(), "20000229T000000Z");
         assert_eq!(SdkDate::from_unix(0).day(), "19700101");
     }
 
     #[test]
     fn rejects_anything_but_the_basic_form() {
-        for bad in [
-            "2024-01-02T03:04:05Z",
-            "20240102T030405",
-            "20240230T000000Z",
-            "20240102T240000Z",
-            "2024010aT030405Z",
-        ] {
+        for bad in
+            ["2024-01-02T03:04:05Z", "20240102T030405", "20240230T000000Z", "20240102T240000Z", "2024010aT030405Z"]
+        {
             assert_eq!(SdkDate::parse(bad), None, "{bad}");
         }
     }

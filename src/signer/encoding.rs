@@ -47,9 +47,7 @@ pub fn decode_lossy(s: &str) -> Cow<'_, str> {
     while !rest.is_empty() {
         let ascii_len = rest.bytes().take_while(u8::is_ascii).count();
         if ascii_len > 0 {
-            out.push_str(&String::from_utf8_lossy(&unquote_to_bytes(
-                &rest[..ascii_len],
-            )));
+            out.push_str(&String::from_utf8_lossy(&unquote_to_bytes(&rest[..ascii_len])));
             rest = &rest[ascii_len..];
         } else {
             let other_len = rest.find(|c: char| c.is_ascii()).unwrap_or(rest.len());

@@ -67,18 +67,14 @@ impl Algorithm {
     fn hash_hex(&self, data: &[u8]) -> String {
         match self {
             Algorithm::HmacSm3 => hex_lower(&Sm3::digest(data)),
-            Algorithm::HmacSha256 | Algorithm::V11HmacSha256 { .. } => {
-                hex_lower(&Sha256::digest(data))
-            }
+            Algorithm::HmacSha256 | Algorithm::V11HmacSha256 { .. } => hex_lower(&Sha256::digest(data)),
         }
     }
 
     fn hmac_hex(&self, key: &[u8], data: &[u8]) -> String {
         match self {
             Algorithm::HmacSm3 => hex_lower(&hmac_once::<Hmac<Sm3>>(key, data)),
-            Algorithm::HmacSha256 | Algorithm::V11HmacSha256 { .. } => {
-                hex_lower(&hmac_once::<Hmac<Sha256>>(key, data))
-            }
+            Algorithm::HmacSha256 | Algorithm::V11HmacSha256 { .. } => hex_lower(&hmac_once::<Hmac<Sha256>>(key, data)),
         }
     }
 }
@@ -201,11 +197,7 @@ pub fn sign(
             let derived = derive_v11_key(key, &info);
             let sts = format!("{}\n{date}\n{info}\n{request_hash}", algorithm.name());
             let sig = algorithm.hmac_hex(derived.expose().as_bytes(), sts.as_bytes());
-            (
-                sts,
-                sig,
-                format!("Credential={}/{info}", key.access_key.expose()),
-            )
+            (sts, sig, format!("Credential={}/{info}", key.access_key.expose()))
         }
         Algorithm::HmacSha256 | Algorithm::HmacSm3 => {
             let sts = format!("{}\n{date}\n{request_hash}", algorithm.name());
@@ -219,21 +211,16 @@ pub fn sign(
         canonical_request.signed_headers
     );
     headers.set(HEADER_AUTHORIZATION, authorization.as_str());
-    Ok(Signature {
-        canonical_request,
-        string_to_sign,
-        signature,
-        authorization,
-    })
+    Ok(Signature { canonical_request, string_to_sign, signature, authorization })
 }
 
 /// The SDK sends non-JSON bodies unsigned. It looks up `Content-Type` with exactly that case and
 /// tests the raw value, so `" application/json"` (leading space) counts as non-JSON while a
 /// `content-type` key is not seen at all; both quirks have vectors.
 fn mark_unsigned_payload(headers: &mut HeaderList, algorithm: &Algorithm) {
-    let non_json = headers.exact("Content-Type").is_some_and(|ct| {
-        !ct.is_empty() && !ct.starts_with("application/json") && !ct.starts_with("application/bson")
-    });
+    let non_json = headers
+        .exact("Content-Type")
+        .is_some_and(|ct| !ct.is_empty() && !ct.starts_with("application/json") && !ct.starts_with("application/bson"));
     if non_json {
         headers.set(algorithm.content_header(), UNSIGNED_PAYLOAD);
     }
@@ -253,10 +240,7 @@ fn payload_hash(body: &[u8], headers: &HeaderList, algorithm: &Algorithm) -> Str
 
 /// HKDF-SHA256 (RFC 5869) with one expand block: 32 bytes, shown as lower-case hex.
 fn derive_v11_key(key: &SigningKey, info: &str) -> Secret {
-    let prk = hmac_once::<Hmac<Sha256>>(
-        key.access_key.expose().as_bytes(),
-        key.secret_key.expose().as_bytes(),
-    );
+    let prk = hmac_once::<Hmac<Sha256>>(key.access_key.expose().as_bytes(), key.secret_key.expose().as_bytes());
     let mut block = Vec::with_capacity(info.len() + 1);
     block.extend_from_slice(info.as_bytes());
     block.push(1);

@@ -28,9 +28,7 @@ pub const PROJECT: &str = "0123456789abcdef0123456789abcdef";
 pub const APP: &str = "app-123";
 
 pub fn data(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
 }
 
 /// A request as the mock upstream received it.
@@ -55,11 +53,7 @@ pub enum Reply {
 
 impl Reply {
     pub fn status(status: u16) -> Reply {
-        Reply::With {
-            status,
-            headers: vec![("X-request-Id", "up-req-1".to_owned())],
-            body: String::new(),
-        }
+        Reply::With { status, headers: vec![("X-request-Id", "up-req-1".to_owned())], body: String::new() }
     }
 }
 
@@ -81,20 +75,12 @@ impl MockUpstream {
 impl Handler for MockUpstream {
     async fn call(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
         let (parts, body) = req.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let now = SdkDate::from_system_time(std::time::SystemTime::now());
         let verified = sandbox::verify(&parts, &body, &self.profiles, now).map(|p| p.name.clone());
         let seen = Seen {
             method: parts.method.to_string(),
-            path_and_query: parts
-                .uri
-                .path_and_query()
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
+            path_and_query: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
             headers: parts.headers.clone(),
             body,
             verified,
@@ -105,19 +91,11 @@ impl Handler for MockUpstream {
         }
         match reply {
             Reply::Stall => std::future::pending().await,
-            Reply::With {
-                status,
-                headers,
-                body,
-            } => {
+            Reply::With { status, headers, body } => {
                 let mut rsp = Response::new(Body::full(Bytes::from(body)));
-                *rsp.status_mut() =
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                *rsp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 for (name, value) in headers {
-                    rsp.headers_mut().insert(
-                        name,
-                        value.parse().unwrap_or_else(|_| panic!("header {name}")),
-                    );
+                    rsp.headers_mut().insert(name, value.parse().unwrap_or_else(|_| panic!("header {name}")));
                 }
                 rsp
             }
@@ -125,8 +103,16 @@ impl Handler for MockUpstream {
     }
 }
 
+/// Lets any caller run any operation, for tests about everything but the allowlist.
+pub const ALLOW_ALL: &str = r#"allow = [{ callers = ["*"], operations = ["*"] }]"#;
+
 /// The gateway config the tests use, pointed at `upstream` over TLS; `extra` is appended.
 pub fn config_text(upstream: SocketAddr, extra: &str) -> String {
+    config_with(upstream, ALLOW_ALL, ALLOW_ALL, extra)
+}
+
+/// Like [`config_text`], with the app's and the account's policy keys given.
+pub fn config_with(upstream: SocketAddr, app_policy: &str, account_policy: &str, extra: &str) -> String {
     format!(
         r#"
 [server]
@@ -146,9 +132,11 @@ project_id = "{PROJECT}"
 
 [apps."{APP}"]
 profile = "main"
+{app_policy}
 
 [account]
 profile = "main"
+{account_policy}
 {extra}
 "#,
         port = upstream.port(),
@@ -157,43 +145,39 @@ profile = "main"
 }
 
 pub fn parse_config(text: &str) -> Config {
-    Config::parse(text, "test.toml", Path::new("."), &|name| {
-        (name == "TEST_SK").then(|| SK.to_owned())
-    })
-    .unwrap_or_else(|e| panic!("{e}"))
+    Config::parse(text, "test.toml", Path::new("."), &|name| (name == "TEST_SK").then(|| SK.to_owned()))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A running pair: gateway in front of a TLS mock upstream.
 pub struct Harness {
     pub gateway: SocketAddr,
+    /// The running gateway, for its counters.
+    pub instance: Option<sparkrtc_gateway::Gateway>,
     pub upstream: MockUpstream,
     pub upstream_addr: SocketAddr,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
 pub async fn start(script: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Harness {
-    start_with(script, "").await
+    start_with(script, |addr| config_text(addr, "")).await
 }
 
+/// A harness whose config is made by `config` from the mock upstream's address.
 pub async fn start_with(
     script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
-    extra: &str,
+    config: impl FnOnce(SocketAddr) -> String,
 ) -> Harness {
-    let upstream_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let upstream_addr = upstream_listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let config = parse_config(&config_text(upstream_addr, extra));
+    let upstream_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+    let upstream_addr = upstream_listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let config = parse_config(&config(upstream_addr));
     let upstream = MockUpstream {
         seen: Arc::default(),
         profiles: config.profiles.values().cloned().collect(),
         script: Arc::new(script),
     };
-    let tls =
-        sparkrtc_gateway::tls::server_config(&data("certs/server.pem"), &data("certs/server.key"))
-            .unwrap_or_else(|e| panic!("{e}"));
+    let tls = sparkrtc_gateway::tls::server_config(&data("certs/server.pem"), &data("certs/server.key"))
+        .unwrap_or_else(|e| panic!("{e}"));
     tokio::spawn(listener::serve(
         upstream_listener,
         Some(tls),
@@ -201,9 +185,11 @@ pub async fn start_with(
         std::future::pending(),
         Duration::from_secs(1),
     ));
-    let gateway = start_gateway(config).await;
+    let instance = sparkrtc_gateway::Gateway::new(config).unwrap_or_else(|e| panic!("{e}"));
+    let gateway = start_gateway_instance(instance.clone()).await;
     Harness {
         gateway,
+        instance: Some(instance),
         upstream,
         upstream_addr,
         client: Client::builder(TokioExecutor::new()).build_http(),
@@ -211,11 +197,13 @@ pub async fn start_with(
 }
 
 pub async fn start_gateway(config: Config) -> SocketAddr {
-    let gw = sparkrtc_gateway::Gateway::new(config).unwrap_or_else(|e| panic!("{e}"));
-    let running =
-        sparkrtc_gateway::spawn(gw, "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+    start_gateway_instance(sparkrtc_gateway::Gateway::new(config).unwrap_or_else(|e| panic!("{e}"))).await
+}
+
+pub async fn start_gateway_instance(gw: sparkrtc_gateway::Gateway) -> SocketAddr {
+    let running = sparkrtc_gateway::spawn(gw, "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let addr = running.addr;
     // The gateway lives as long as the test's runtime.
     std::mem::forget(running);
@@ -236,8 +224,7 @@ impl Answer {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("body {:?} is not JSON: {e}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body {:?} is not JSON: {e}", self.body))
     }
 
     /// Asserts a gateway-made refusal: status, code, marker header, SparkRTC shape, request id.
@@ -246,59 +233,37 @@ impl Answer {
         assert_eq!(self.header("x-gateway-error"), Some(code), "{self:?}");
         let json = self.json();
         assert_eq!(json["error_code"], code, "{self:?}");
-        assert!(
-            json["error_msg"].as_str().is_some_and(|m| !m.is_empty()),
-            "{self:?}"
-        );
-        assert!(
-            self.header("x-request-id").is_some_and(|id| !id.is_empty()),
-            "{self:?}"
-        );
+        assert!(json["error_msg"].as_str().is_some_and(|m| !m.is_empty()), "{self:?}");
+        assert!(self.header("x-request-id").is_some_and(|id| !id.is_empty()), "{self:?}");
     }
 }
 
 impl Harness {
     /// A harness around a gateway started elsewhere, with no mock upstream of its own.
     pub fn client_for(gateway: SocketAddr) -> Harness {
-        let upstream = MockUpstream {
-            seen: Arc::default(),
-            profiles: Arc::new([]),
-            script: Arc::new(|_| Reply::Stall),
-        };
+        let upstream =
+            MockUpstream { seen: Arc::default(), profiles: Arc::new([]), script: Arc::new(|_| Reply::Stall) };
         Harness {
             gateway,
+            instance: None,
             upstream,
             upstream_addr: gateway,
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
     }
 
-    pub async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &str,
-    ) -> Answer {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.gateway));
+    pub async fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+        let mut req = Request::builder().method(method).uri(format!("http://{}{path}", self.gateway));
         for (n, v) in headers {
             req = req.header(*n, *v);
         }
-        let req = req
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap_or_else(|e| panic!("{e}"));
         let rsp = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
             .await
             .unwrap_or_else(|_| panic!("the gateway hung"))
             .unwrap_or_else(|e| panic!("{e}"));
         let (parts, body) = rsp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         Answer {
             status: parts.status.as_u16(),
             headers: parts.headers,
@@ -318,13 +283,8 @@ impl Harness {
 
     /// Sends raw bytes, for request targets an HTTP client library would not produce.
     pub async fn raw(&self, request: &str) -> String {
-        let mut stream = tokio::net::TcpStream::connect(self.gateway)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut stream = tokio::net::TcpStream::connect(self.gateway).await.unwrap_or_else(|e| panic!("{e}"));
+        stream.write_all(request.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
         let mut out = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(20), async {
             let mut buf = [0u8; 4096];
@@ -333,9 +293,7 @@ impl Harness {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         out.extend_from_slice(&buf[..n]);
-                        if String::from_utf8_lossy(&out).contains("\r\n\r\n{")
-                            && out.ends_with(b"}")
-                        {
+                        if String::from_utf8_lossy(&out).contains("\r\n\r\n{") && out.ends_with(b"}") {
                             break;
                         }
                     }

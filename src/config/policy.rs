@@ -1,0 +1,164 @@
+//! The policy part of the configuration: callers, allow rules and rate limits.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use http::HeaderName;
+
+use super::reader::{Problems, Table};
+use crate::catalog::Catalog;
+use crate::policy::{expand_operations, Access, CallerSpec, Callers, Cidr, Rule, DEFAULT_KEY_HEADER};
+use crate::ratelimit::{LimitSpec, Rate};
+
+/// `[policy]` and `[callers.NAME]`.
+pub(super) fn callers(
+    policy: &mut Table<'_>,
+    callers: &mut Table<'_>,
+    p: &mut Problems,
+) -> (Callers, BTreeMap<Arc<str>, LimitSpec>) {
+    let header = policy.string("key_header", p).unwrap_or(DEFAULT_KEY_HEADER);
+    let key_header = HeaderName::from_bytes(header.as_bytes()).unwrap_or_else(|_| {
+        p.push(policy.key_path("key_header"), format!("{header:?} is not a header name; use letters, digits and '-'"));
+        HeaderName::from_static(DEFAULT_KEY_HEADER)
+    });
+    let trusted_proxies = cidrs(policy, "trusted_proxies", p);
+    let mut named = Vec::new();
+    let mut limits = BTreeMap::new();
+    for (name, mut t) in callers.entries(p) {
+        let name: Arc<str> = name.into();
+        if &*name == "*" {
+            p.push(t.key_path(""), "\"*\" means anyone in rules and cannot name a caller");
+        }
+        let key_sha256 = t.string("key_sha256", p).and_then(|hex_digest| {
+            let bytes = hex::decode(hex_digest).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
+            if bytes.is_none() {
+                p.push(
+                    t.key_path("key_sha256"),
+                    "must be 64 hex characters: the SHA-256 of the caller's key, e.g. `printf %s \"$KEY\" | sha256sum`",
+                );
+            }
+            bytes
+        });
+        let addresses = cidrs(&mut t, "addresses", p);
+        let cert_names: Vec<String> =
+            t.strings("cert_names", p).unwrap_or_default().into_iter().map(str::to_owned).collect();
+        if addresses.is_empty() && key_sha256.is_none() && cert_names.is_empty() {
+            p.push(
+                t.key_path("addresses"),
+                "this caller can never be recognised; give addresses, key_sha256 or cert_names",
+            );
+        }
+        if let Some(spec) = limit(&mut t, "limit", p) {
+            limits.insert(name.clone(), spec);
+        }
+        t.finish(p);
+        named.push(CallerSpec { name, addresses, key_sha256, cert_names });
+    }
+    (Callers { key_header, trusted_proxies, named }, limits)
+}
+
+fn cidrs(t: &mut Table<'_>, key: &str, p: &mut Problems) -> Vec<Cidr> {
+    let mut out = Vec::new();
+    for s in t.strings(key, p).unwrap_or_default() {
+        match s.parse() {
+            Ok(c) => out.push(c),
+            Err(()) => p.push(
+                t.key_path(key),
+                format!(
+                    "{s:?} is not an address range; write it like \"10.0.0.0/8\", \"2001:db8::/32\" or \"127.0.0.1\""
+                ),
+            ),
+        }
+    }
+    out
+}
+
+/// `NAME = { rate = "10/s", burst = 20, shadow = false }`.
+pub(super) fn limit(t: &mut Table<'_>, key: &str, p: &mut Problems) -> Option<LimitSpec> {
+    if !t.has(key) {
+        return None;
+    }
+    let mut lt = t.table(key, p);
+    let burst = lt.integer("burst", 1, u64::from(u32::MAX), p).and_then(|b| NonZeroU32::new(u32::try_from(b).ok()?));
+    let shadow = lt.boolean("shadow", p).unwrap_or(false);
+    let rate = match lt.string("rate", p) {
+        None => {
+            p.push(lt.key_path("rate"), "is missing; write it like \"10/s\", \"600/m\" or \"1000/h\"");
+            None
+        }
+        Some(text) => Rate::parse(text, burst).or_else(|| {
+            p.push(
+                lt.key_path("rate"),
+                format!("{text:?} is not a rate; write it like \"10/s\", \"600/m\" or \"1000/h\" (at least 1)"),
+            );
+            None
+        }),
+    };
+    lt.finish(p);
+    rate.map(|rate| LimitSpec { rate, shadow })
+}
+
+/// `allow`, `shadow`, `limit` and `operation_limits` of an app or of `[account]`.
+pub(super) fn access(
+    t: &mut Table<'_>,
+    callers: &Callers,
+    p: &mut Problems,
+) -> (Access, Option<LimitSpec>, BTreeMap<&'static str, LimitSpec>) {
+    let origin = t.key_path("allow");
+    let shadow = t.boolean("shadow", p).unwrap_or(false);
+    let rules = match t.tables("allow", p) {
+        None => {
+            p.push(&origin, "is missing, so nothing would be allowed; add allow = [{ callers = [\"NAME\"], operations = [\"moderation\"] }], or allow = [] to refuse every call on purpose");
+            Vec::new()
+        }
+        Some(tables) => tables.into_iter().filter_map(|rt| rule(rt, callers, p)).collect(),
+    };
+    let app_limit = limit(t, "limit", p);
+    let mut operation_limits = BTreeMap::new();
+    if t.has("operation_limits") {
+        let mut ot = t.table("operation_limits", p);
+        let names: Vec<String> = ot.keys();
+        for name in names {
+            match (Catalog.by_name(&name), limit(&mut ot, &name, p)) {
+                (Some(op), Some(spec)) => {
+                    operation_limits.insert(op.name, spec);
+                }
+                (None, _) => p.push(ot.key_path(&name), "is not a SparkRTC operation name such as \"RemoveUsers\""),
+                (Some(_), None) => {}
+            }
+        }
+        ot.finish(p);
+    }
+    (Access { origin, rules, shadow }, app_limit, operation_limits)
+}
+
+fn rule(mut t: Table<'_>, callers: &Callers, p: &mut Problems) -> Option<Rule> {
+    let names = t.strings("callers", p);
+    let ops = t.strings("operations", p);
+    let (callers_key, operations_key) = (t.key_path("callers"), t.key_path("operations"));
+    t.finish(p);
+    let Some(names) = names else {
+        p.push(callers_key, "is missing; list caller names from [callers.NAME], or [\"*\"] for anyone");
+        return None;
+    };
+    let Some(ops) = ops else {
+        p.push(
+            &operations_key,
+            "is missing; list operations or groups: \"*\", \"read-only\", \"moderation\", \"recording\", \"app-admin\"",
+        );
+        return None;
+    };
+    let operations = expand_operations(ops).map_err(|e| p.push(&operations_key, e)).ok()?;
+    if names.contains(&"*") {
+        return Some(Rule { callers: None, operations });
+    }
+    let mut known = Vec::new();
+    for name in names {
+        match callers.named.iter().find(|c| &*c.name == name) {
+            Some(c) => known.push(c.name.clone()),
+            None => p.push(&callers_key, format!("{name:?} is not a caller defined as [callers.{name}]")),
+        }
+    }
+    Some(Rule { callers: Some(known), operations })
+}

@@ -1,0 +1,341 @@
+//! Who may call what: the second phase of the request path. It names the caller (client
+//! certificate, then a per-caller key, then the address) and checks the app's allowlist.
+//! Default deny: a call goes on only when a rule allows it.
+
+mod cidr;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName};
+use sha2::{Digest, Sha256};
+
+pub use cidr::Cidr;
+
+use crate::catalog::{Catalog, Operation};
+
+pub const DEFAULT_KEY_HEADER: &str = "x-gateway-key";
+
+/// Named operation groups usable in rules besides single operation names and `*`.
+pub const GROUPS: [(&str, &[&str]); 3] = [
+    ("moderation", &["RemoveUsers", "RemoveRoom"]),
+    (
+        "recording",
+        &[
+            "CreateRecordRule",
+            "DeleteRecordRule",
+            "ListRecordRules",
+            "ShowRecordRule",
+            "UpdateRecordRule",
+            "ShowAutoRecord",
+            "UpdateAutoRecord",
+            "ShowRecordCallback",
+            "UpdateRecordCallback",
+            "CreateIndividualStreamJob",
+            "ShowIndividualStreamJob",
+            "UpdateIndividualStreamJob",
+            "StopIndividualStreamJob",
+            "CreateMixJob",
+            "ShowMixJob",
+            "UpdateMixJob",
+            "StopMixJob",
+        ],
+    ),
+    (
+        "app-admin",
+        &[
+            "CreateApp",
+            "DeleteApp",
+            "StartApp",
+            "StopApp",
+            "ShowApp",
+            "ListApps",
+            "ListObsBuckets",
+            "ListObsBucketObjects",
+            "UpdateObsBucketAuthority",
+        ],
+    ),
+];
+
+/// Expands operation names, groups (`read-only`: every GET; see [`GROUPS`]) and `*`.
+pub fn expand_operations<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<BTreeSet<&'static str>, String> {
+    let all = Catalog.operations();
+    let mut out = BTreeSet::new();
+    for name in names {
+        match name {
+            "*" => out.extend(all.iter().map(|op| op.name)),
+            "read-only" => out.extend(all.iter().filter(|op| !op.is_mutating()).map(|op| op.name)),
+            _ => match (GROUPS.iter().find(|(g, _)| *g == name), Catalog.by_name(name)) {
+                (Some((_, ops)), _) => out.extend(ops.iter().filter_map(|n| Catalog.by_name(n)).map(|op| op.name)),
+                (None, Some(op)) => {
+                    out.insert(op.name);
+                }
+                (None, None) => {
+                    return Err(format!(
+                        "{name:?} is neither an operation (e.g. \"RemoveUsers\") nor a group (\"*\", \"read-only\", \"moderation\", \"recording\", \"app-admin\")"
+                    ))
+                }
+            },
+        }
+    }
+    Ok(out)
+}
+
+/// A configured caller.
+#[derive(Clone, Debug)]
+pub struct CallerSpec {
+    pub name: Arc<str>,
+    pub addresses: Vec<Cidr>,
+    /// SHA-256 of the caller's key; the key itself is never stored.
+    pub key_sha256: Option<[u8; 32]>,
+    /// Subject CN or SAN DNS names of the caller's client certificate.
+    pub cert_names: Vec<String>,
+}
+
+/// How callers are recognised.
+#[derive(Clone, Debug)]
+pub struct Callers {
+    pub key_header: HeaderName,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<Cidr>,
+    pub named: Vec<CallerSpec>,
+}
+
+/// How the caller was recognised, strongest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Certificate,
+    Key,
+    Address,
+    Unidentified,
+}
+
+/// The caller of one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub name: Option<Arc<str>>,
+    /// The client address: the peer's, or from `X-Forwarded-For` when the peer is a trusted proxy.
+    pub address: IpAddr,
+    pub via: Via,
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "caller {name:?}"),
+            None => write!(f, "an unidentified caller at {}", self.address),
+        }
+    }
+}
+
+/// Why no identity could be given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentifyError {
+    /// A key was sent that belongs to no caller: refused rather than silently downgraded to the
+    /// address, so a typo or a revoked key shows up at once.
+    UnknownKey,
+}
+
+impl Callers {
+    pub fn identify(
+        &self,
+        peer: IpAddr,
+        headers: &HeaderMap,
+        cert_names: &[String],
+    ) -> Result<Identity, IdentifyError> {
+        let address = self.client_address(peer.to_canonical(), headers);
+        if let Some(c) = self.named.iter().find(|c| c.cert_names.iter().any(|n| cert_names.contains(n))) {
+            return Ok(Identity { name: Some(c.name.clone()), address, via: Via::Certificate });
+        }
+        if let Some(key) = headers.get(&self.key_header) {
+            let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+            // Compare against every caller, in constant time each, so timing tells nothing.
+            let mut found = None;
+            for c in &self.named {
+                if c.key_sha256.is_some_and(|k| constant_time_eq(&k, &digest)) {
+                    found = Some(c.name.clone());
+                }
+            }
+            return found
+                .map(|name| Identity { name: Some(name), address, via: Via::Key })
+                .ok_or(IdentifyError::UnknownKey);
+        }
+        match self.named.iter().find(|c| c.addresses.iter().any(|cidr| cidr.contains(address))) {
+            Some(c) => Ok(Identity { name: Some(c.name.clone()), address, via: Via::Address }),
+            None => Ok(Identity { name: None, address, via: Via::Unidentified }),
+        }
+    }
+
+    /// The peer, unless it is a trusted proxy: then the right-most `X-Forwarded-For` entry that
+    /// is not itself a trusted proxy. A spoofed header from anyone else is ignored.
+    fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let trusted = |a: IpAddr| self.trusted_proxies.iter().any(|c| c.contains(a));
+        if !trusted(peer) {
+            return peer;
+        }
+        let hops: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map_while(|s| s.trim().parse::<IpAddr>().ok())
+            .collect();
+        hops.into_iter().rev().map(|a| a.to_canonical()).find(|a| !trusted(*a)).unwrap_or(peer)
+    }
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// One allow rule: these callers may run these operations.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// `None`: anyone, identified or not (`callers = ["*"]`).
+    pub callers: Option<Vec<Arc<str>>>,
+    pub operations: BTreeSet<&'static str>,
+}
+
+/// The allowlist of one app (or of the account-level operations).
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// Where it is configured, to name it in refusals (`apps."app-123".allow`).
+    pub origin: String,
+    pub rules: Vec<Rule>,
+    /// Evaluate and count refusals, but forward anyway.
+    pub shadow: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    /// Refused by a rule set in shadow mode: logged and counted, forwarded.
+    ShadowRefused(String),
+    Refused(String),
+}
+
+impl Access {
+    pub fn decide(&self, who: &Identity, op: &Operation) -> Decision {
+        let allowed = self.rules.iter().any(|rule| {
+            let caller_ok = match (&rule.callers, &who.name) {
+                (None, _) => true,
+                (Some(names), Some(name)) => names.contains(name),
+                (Some(_), None) => false,
+            };
+            caller_ok && rule.operations.contains(op.name)
+        });
+        if allowed {
+            return Decision::Allowed;
+        }
+        let why = format!("{}: no rule lets {who} run {}", self.origin, op.name);
+        if self.shadow {
+            Decision::ShadowRefused(why)
+        } else {
+            Decision::Refused(why)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn callers() -> Callers {
+        let key: [u8; 32] = Sha256::digest(b"billing-key").into();
+        Callers {
+            key_header: HeaderName::from_static(DEFAULT_KEY_HEADER),
+            trusted_proxies: vec!["10.9.0.0/16".parse().unwrap_or_else(|()| panic!())],
+            named: vec![
+                CallerSpec {
+                    name: "billing".into(),
+                    addresses: vec![],
+                    key_sha256: Some(key),
+                    cert_names: vec!["billing.internal".into()],
+                },
+                CallerSpec {
+                    name: "ops".into(),
+                    addresses: vec!["10.1.0.0/16".parse().unwrap_or_else(|()| panic!())],
+                    key_sha256: None,
+                    cert_names: vec![],
+                },
+            ],
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs.iter().map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v))).collect()
+    }
+
+    #[test]
+    fn identifies_by_certificate_then_key_then_address() {
+        let c = callers();
+        let by_cert = c.identify(ip("10.1.2.3"), &headers(&[]), &["billing.internal".to_owned()]);
+        assert_eq!(by_cert.map(|i| (i.name, i.via)), Ok((Some("billing".into()), Via::Certificate)));
+        let by_key = c.identify(ip("10.1.2.3"), &headers(&[("x-gateway-key", "billing-key")]), &[]);
+        assert_eq!(by_key.map(|i| (i.name, i.via)), Ok((Some("billing".into()), Via::Key)));
+        let by_addr = c.identify(ip("10.1.2.3"), &headers(&[]), &[]);
+        assert_eq!(by_addr.map(|i| (i.name, i.via)), Ok((Some("ops".into()), Via::Address)));
+        let nobody = c.identify(ip("192.0.2.1"), &headers(&[]), &[]);
+        assert_eq!(nobody.map(|i| (i.name, i.via)), Ok((None, Via::Unidentified)));
+        assert_eq!(
+            c.identify(ip("10.1.2.3"), &headers(&[("x-gateway-key", "wrong")]), &[]),
+            Err(IdentifyError::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_from_trusted_proxies() {
+        let c = callers();
+        let spoof = headers(&[("x-forwarded-for", "10.1.2.3")]);
+        assert_eq!(c.identify(ip("192.0.2.1"), &spoof, &[]).map(|i| i.address), Ok(ip("192.0.2.1")));
+        let via_proxy = headers(&[("x-forwarded-for", "6.6.6.6, 10.1.2.3, 10.9.0.7")]);
+        let who = c.identify(ip("10.9.0.1"), &via_proxy, &[]);
+        assert_eq!(who.map(|i| (i.address, i.name)), Ok((ip("10.1.2.3"), Some("ops".into()))));
+    }
+
+    #[test]
+    fn groups_expand_and_unknown_names_are_errors() {
+        let ro = expand_operations(["read-only"]).unwrap_or_default();
+        assert!(ro.contains("ShowApp") && ro.contains("ListApps") && !ro.contains("RemoveUsers"));
+        assert_eq!(
+            expand_operations(["moderation"]).map(|s| s.into_iter().collect::<Vec<_>>()),
+            Ok(vec!["RemoveRoom", "RemoveUsers"])
+        );
+        assert_eq!(expand_operations(["*"]).map(|s| s.len()), Ok(42));
+        assert!(expand_operations(["recording"]).is_ok_and(|s| s.len() == 17));
+        assert!(expand_operations(["RemoveUser"]).is_err());
+    }
+
+    #[test]
+    fn access_is_default_deny_and_names_the_rule_set() {
+        let access = Access {
+            origin: "apps.\"a\".allow".into(),
+            rules: vec![Rule {
+                callers: Some(vec!["ops".into()]),
+                operations: expand_operations(["moderation"]).unwrap_or_default(),
+            }],
+            shadow: false,
+        };
+        let ops = Identity { name: Some("ops".into()), address: ip("10.1.0.1"), via: Via::Address };
+        let anon = Identity { name: None, address: ip("192.0.2.1"), via: Via::Unidentified };
+        let remove = Catalog.by_name("RemoveUsers").unwrap_or_else(|| panic!());
+        let show = Catalog.by_name("ShowApp").unwrap_or_else(|| panic!());
+        assert_eq!(access.decide(&ops, remove), Decision::Allowed);
+        assert_eq!(
+            access.decide(&ops, show),
+            Decision::Refused("apps.\"a\".allow: no rule lets caller \"ops\" run ShowApp".into())
+        );
+        assert!(
+            matches!(access.decide(&anon, remove), Decision::Refused(m) if m.contains("unidentified caller at 192.0.2.1"))
+        );
+        let shadow = Access { shadow: true, ..access };
+        assert!(matches!(shadow.decide(&ops, show), Decision::ShadowRefused(_)));
+    }
+}

@@ -1,0 +1,327 @@
+//! Per-app rate limits (GCRA, via governor): the third phase, after authorization so that
+//! refused calls spend no app's budget. Limits nest: per operation inside an app, per app, and
+//! per caller; a call must pass every one that applies. Each may run in shadow mode: a would-be
+//! refusal is counted and logged, and the call goes on.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::HashMapStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+
+use crate::config::Config;
+use crate::policy::Identity;
+
+/// Address-keyed state is pruned of fully replenished keys every this many checks...
+const PRUNE_EVERY: u64 = 4_096;
+/// ...and never holds more keys than this: beyond it, unnamed callers share one bucket.
+const MAX_ADDRESS_KEYS: usize = 65_536;
+
+/// `count` calls per `per`, with bursts of up to `burst` calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub count: NonZeroU32,
+    pub per: Duration,
+    pub burst: NonZeroU32,
+}
+
+impl Rate {
+    /// Parses `"10/s"`, `"600/m"`, `"1000/h"`; the burst defaults to the count.
+    pub fn parse(s: &str, burst: Option<NonZeroU32>) -> Option<Rate> {
+        let (count, unit) = s.trim().split_once('/')?;
+        let count: NonZeroU32 = count.trim().parse().ok()?;
+        let per = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3_600),
+            _ => return None,
+        };
+        Some(Rate { count, per, burst: burst.unwrap_or(count) })
+    }
+
+    fn quota(&self) -> Quota {
+        let interval = (self.per / self.count.get()).max(Duration::from_nanos(1));
+        Quota::with_period(interval).map_or_else(|| Quota::per_second(self.count), |q| q.allow_burst(self.burst))
+    }
+
+    /// The window of the `RateLimit-Policy` field: the time a full burst takes to replenish.
+    pub fn window_secs(&self) -> u64 {
+        let nanos = self.per.as_nanos() * u128::from(self.burst.get()) / u128::from(self.count.get());
+        u64::try_from(nanos.div_ceil(1_000_000_000)).unwrap_or(u64::MAX).max(1)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitSpec {
+    pub rate: Rate,
+    pub shadow: bool,
+}
+
+/// A call over a limit. `policy` names the limit in `RateLimit-Policy`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limited {
+    pub policy: &'static str,
+    pub rate: Rate,
+    /// Whole seconds until a call could pass, rounded up, at least 1.
+    pub retry_after_secs: u64,
+}
+
+type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
+type ByAddress<C> = RateLimiter<IpAddr, HashMapStateStore<IpAddr>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+struct Limit<C: Clock> {
+    spec: LimitSpec,
+    limiter: Direct<C>,
+}
+
+impl<C: Clock + Clone> Limit<C> {
+    fn new(spec: LimitSpec, clock: &C) -> Self {
+        Limit { spec, limiter: RateLimiter::direct_with_clock(spec.rate.quota(), clock.clone()) }
+    }
+}
+
+/// Every limiter of a configuration.
+pub struct Limits<C: Clock = DefaultClock> {
+    clock: C,
+    apps: HashMap<Option<String>, Limit<C>>,
+    operations: HashMap<(Option<String>, &'static str), Limit<C>>,
+    callers: HashMap<Arc<str>, Limit<C>>,
+    addresses: Option<(LimitSpec, ByAddress<C>)>,
+    checks: AtomicU64,
+}
+
+impl Limits<DefaultClock> {
+    pub fn new(config: &Config) -> Self {
+        Limits::with_clock(config, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> Limits<C> {
+    pub fn with_clock(config: &Config, clock: C) -> Self {
+        let mut apps = HashMap::new();
+        let mut operations = HashMap::new();
+        let served =
+            config.apps.iter().map(|(id, app)| (Some(id.clone()), app)).chain(config.account.iter().map(|a| (None, a)));
+        for (id, app) in served {
+            if let Some(spec) = app.limit.or(config.limits.per_app) {
+                apps.insert(id.clone(), Limit::new(spec, &clock));
+            }
+            for (op, spec) in &app.operation_limits {
+                operations.insert((id.clone(), *op), Limit::new(*spec, &clock));
+            }
+        }
+        let callers = config
+            .callers
+            .named
+            .iter()
+            .filter_map(|c| {
+                config
+                    .caller_limits
+                    .get(&c.name)
+                    .copied()
+                    .or(config.limits.per_caller)
+                    .map(|spec| (c.name.clone(), Limit::new(spec, &clock)))
+            })
+            .collect();
+        let addresses = config
+            .limits
+            .per_caller
+            .map(|spec| (spec, RateLimiter::hashmap_with_clock(spec.rate.quota(), clock.clone())));
+        Limits { clock, apps, operations, callers, addresses, checks: AtomicU64::new(0) }
+    }
+
+    /// Checks every limit that applies, most specific first. `Ok` carries the shadow-mode limits
+    /// that would have refused the call.
+    pub fn check(&self, app: Option<&str>, operation: &'static str, who: &Identity) -> Result<Vec<Limited>, Limited> {
+        let app_key = app.map(str::to_owned);
+        let mut shadowed = Vec::new();
+        let direct = [
+            ("operation", self.operations.get(&(app_key.clone(), operation))),
+            ("app", self.apps.get(&app_key)),
+            ("caller", who.name.as_ref().and_then(|n| self.callers.get(n))),
+        ];
+        for (policy, limit) in direct {
+            let Some(limit) = limit else { continue };
+            if let Err(not_until) = limit.limiter.check() {
+                let limited = self.limited(policy, limit.spec.rate, not_until.wait_time_from(self.clock.now()));
+                self.refuse_or_shadow(limit.spec, limited, &mut shadowed)?;
+            }
+        }
+        if let (None, Some((spec, by_address))) = (&who.name, &self.addresses) {
+            let key = self.address_key(who.address, by_address);
+            if let Err(not_until) = by_address.check_key(&key) {
+                let limited = self.limited("caller", spec.rate, not_until.wait_time_from(self.clock.now()));
+                self.refuse_or_shadow(*spec, limited, &mut shadowed)?;
+            }
+        }
+        Ok(shadowed)
+    }
+
+    fn refuse_or_shadow(&self, spec: LimitSpec, limited: Limited, shadowed: &mut Vec<Limited>) -> Result<(), Limited> {
+        if spec.shadow {
+            shadowed.push(limited);
+            Ok(())
+        } else {
+            Err(limited)
+        }
+    }
+
+    fn limited(&self, policy: &'static str, rate: Rate, wait: Duration) -> Limited {
+        let secs = wait.as_nanos().div_ceil(1_000_000_000);
+        Limited { policy, rate, retry_after_secs: u64::try_from(secs).unwrap_or(u64::MAX).max(1) }
+    }
+
+    /// Keeps address-keyed state bounded: prune now and then, and past the cap let new
+    /// addresses share one bucket rather than grow the map.
+    fn address_key(&self, address: IpAddr, by_address: &ByAddress<C>) -> IpAddr {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1
+            || by_address.len() >= MAX_ADDRESS_KEYS
+        {
+            by_address.retain_recent();
+            by_address.shrink_to_fit();
+        }
+        if by_address.len() >= MAX_ADDRESS_KEYS {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            address
+        }
+    }
+
+    /// Address keys currently held.
+    pub fn address_keys(&self) -> usize {
+        self.addresses.as_ref().map_or(0, |(_, l)| l.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Via;
+    use governor::clock::FakeRelativeClock;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "[profiles.p]\naccess_key = \"AK\"\nsecret_key = \"SK\"\nproject_id = \"p1\"\n[callers.ops]\naddresses = [\"10.1.0.0/16\"]\n{extra}"
+        );
+        Config::parse(&text, "t.toml", std::path::Path::new("."), &|_| None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn anon(last: u8) -> Identity {
+        Identity { name: None, address: IpAddr::from([192, 0, 2, last]), via: Via::Unidentified }
+    }
+
+    fn ops() -> Identity {
+        Identity { name: Some("ops".into()), address: IpAddr::from([10, 1, 0, 1]), via: Via::Address }
+    }
+
+    /// `true` for each admitted call of `n` made at the same instant.
+    fn admits(
+        limits: &Limits<FakeRelativeClock>,
+        app: Option<&str>,
+        op: &'static str,
+        who: &Identity,
+        n: usize,
+    ) -> Vec<bool> {
+        (0..n).map(|_| limits.check(app, op, who).is_ok()).collect()
+    }
+
+    #[test]
+    fn rate_and_burst_admit_exactly_then_replenish() {
+        let clock = FakeRelativeClock::default();
+        let c = config("[apps.a]\nprofile = \"p\"\nlimit = { rate = \"2/s\", burst = 4 }\nallow = []\n");
+        let limits = Limits::with_clock(&c, clock.clone());
+        assert_eq!(admits(&limits, Some("a"), "ShowApp", &ops(), 5), [true, true, true, true, false]);
+        clock.advance(Duration::from_millis(499));
+        assert_eq!(admits(&limits, Some("a"), "ShowApp", &ops(), 1), [false]);
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(admits(&limits, Some("a"), "ShowApp", &ops(), 2), [true, false]);
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(admits(&limits, Some("a"), "ShowApp", &ops(), 5), [true, true, true, true, false]);
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up_never_zero() {
+        let clock = FakeRelativeClock::default();
+        let c = config("[apps.a]\nprofile = \"p\"\nlimit = { rate = \"1/m\" }\nallow = []\n");
+        let limits = Limits::with_clock(&c, clock.clone());
+        assert!(limits.check(Some("a"), "ShowApp", &ops()).is_ok());
+        let denied = limits.check(Some("a"), "ShowApp", &ops());
+        assert_eq!(denied.map_err(|l| (l.policy, l.retry_after_secs)), Err(("app", 60)));
+        clock.advance(Duration::from_millis(59_500));
+        assert_eq!(limits.check(Some("a"), "ShowApp", &ops()).map_err(|l| l.retry_after_secs), Err(1));
+        let fast = config("[apps.b]\nprofile = \"p\"\nlimit = { rate = \"1000/s\", burst = 1 }\nallow = []\n");
+        let limits = Limits::with_clock(&fast, FakeRelativeClock::default());
+        assert!(limits.check(Some("b"), "ShowApp", &ops()).is_ok());
+        assert_eq!(
+            limits.check(Some("b"), "ShowApp", &ops()).map_err(|l| l.retry_after_secs),
+            Err(1),
+            "1 ms rounds up to 1 s"
+        );
+    }
+
+    #[test]
+    fn operation_limits_are_tighter_inside_the_app_limit() {
+        let clock = FakeRelativeClock::default();
+        let c = config("[apps.a]\nprofile = \"p\"\nlimit = { rate = \"10/s\" }\noperation_limits = { RemoveUsers = { rate = \"1/s\" } }\nallow = []\n");
+        let limits = Limits::with_clock(&c, clock);
+        assert_eq!(admits(&limits, Some("a"), "RemoveUsers", &ops(), 2), [true, false]);
+        assert_eq!(limits.check(Some("a"), "RemoveUsers", &ops()).map_err(|l| l.policy), Err("operation"));
+        // ShowApp still has the app's budget: 10 minus the one RemoveUsers admitted.
+        assert_eq!(admits(&limits, Some("a"), "ShowApp", &ops(), 10).iter().filter(|ok| **ok).count(), 9);
+    }
+
+    #[test]
+    fn per_caller_limits_apply_by_name_or_by_address() {
+        let clock = FakeRelativeClock::default();
+        let c = config("[limits]\nper_caller = { rate = \"1/s\" }\n[apps.a]\nprofile = \"p\"\nallow = []\n");
+        let limits = Limits::with_clock(&c, clock.clone());
+        assert_eq!(admits(&limits, Some("a"), "ShowApp", &ops(), 2), [true, false]);
+        assert_eq!(admits(&limits, Some("a"), "ShowApp", &anon(1), 2), [true, false]);
+        assert_eq!(admits(&limits, Some("a"), "ShowApp", &anon(2), 1), [true], "each address has its own bucket");
+        assert_eq!(limits.address_keys(), 2);
+    }
+
+    #[test]
+    fn shadow_limits_report_but_admit() {
+        let clock = FakeRelativeClock::default();
+        let c = config("[apps.a]\nprofile = \"p\"\nlimit = { rate = \"1/s\", shadow = true }\nallow = []\n");
+        let limits = Limits::with_clock(&c, clock);
+        assert_eq!(limits.check(Some("a"), "ShowApp", &ops()), Ok(vec![]));
+        let second = limits.check(Some("a"), "ShowApp", &ops()).unwrap_or_default();
+        assert_eq!(second.iter().map(|l| l.policy).collect::<Vec<_>>(), ["app"]);
+    }
+
+    #[test]
+    fn address_state_is_pruned_once_replenished() {
+        let clock = FakeRelativeClock::default();
+        let c = config("[limits]\nper_caller = { rate = \"1/s\" }\n[apps.a]\nprofile = \"p\"\nallow = []\n");
+        let limits = Limits::with_clock(&c, clock.clone());
+        for i in 0..=255u8 {
+            let _ = limits.check(Some("a"), "ShowApp", &anon(i));
+        }
+        assert_eq!(limits.address_keys(), 256);
+        clock.advance(Duration::from_secs(2));
+        for _ in 0..PRUNE_EVERY {
+            let _ = limits.check(Some("a"), "ShowApp", &anon(7));
+        }
+        assert!(limits.address_keys() <= 1, "stale keys kept: {}", limits.address_keys());
+    }
+
+    #[test]
+    fn window_is_the_time_a_full_burst_takes_to_refill() {
+        let r = |s: &str, b: Option<u32>| Rate::parse(s, b.and_then(NonZeroU32::new)).map(|r| r.window_secs());
+        assert_eq!(r("10/s", None), Some(1));
+        assert_eq!(r("2/s", Some(4)), Some(2));
+        assert_eq!(r("60/m", None), Some(60));
+        assert_eq!(r("3/s", Some(1)), Some(1));
+        assert_eq!(Rate::parse("0/s", None), None);
+        assert_eq!(Rate::parse("5/d", None), None);
+    }
+}
