@@ -50,7 +50,8 @@ fn signing(c: &mut Criterion) {
             let mut headers = HeaderList::new();
             headers.set("Content-Type", "application/json;charset=utf-8");
             headers.set("X-Project-Id", "0123456789abcdef0123456789abcdef");
-            let input = SignInput { method: "POST", host: "rtc-api.myhuaweicloud.com", path: PATH, query: &query, body: BODY };
+            let input =
+                SignInput { method: "POST", host: "rtc-api.myhuaweicloud.com", path: PATH, query: &query, body: BODY };
             black_box(signer::sign(&input, &mut headers, key, now).unwrap())
         })
     });

@@ -9,6 +9,7 @@
 mod operations;
 
 use std::fmt;
+use std::sync::LazyLock;
 
 use http::{Method, Uri, Version};
 
@@ -134,8 +135,8 @@ impl Catalog {
         let segments = decode_segments(uri.path())?;
         let mut allowed = Vec::new();
         let mut best: Option<(&'static Operation, usize)> = None;
-        for op in self.operations() {
-            let Some(literals) = match_template(op.template, &segments) else {
+        for (op, parts) in templates() {
+            let Some(literals) = match_template(parts, &segments) else {
                 continue;
             };
             if op.method != *method {
@@ -207,18 +208,25 @@ fn decode_segments(path: &str) -> Result<Vec<String>, RouteError> {
     Ok(out)
 }
 
+/// Every operation with its template split into segments once, so matching allocates nothing.
+fn templates() -> &'static [(&'static Operation, Vec<&'static str>)] {
+    static TEMPLATES: LazyLock<Vec<(&'static Operation, Vec<&'static str>)>> = LazyLock::new(|| {
+        operations::OPERATIONS.iter().map(|op| (op, op.template.split('/').skip(1).collect())).collect()
+    });
+    &TEMPLATES
+}
+
 /// The number of literal segments when `segments` fit `template`, `None` otherwise.
-fn match_template(template: &str, segments: &[String]) -> Option<usize> {
-    let parts = template.split('/').skip(1);
-    if parts.clone().count() != segments.len() {
+fn match_template(parts: &[&str], segments: &[String]) -> Option<usize> {
+    if parts.len() != segments.len() {
         return None;
     }
     let mut literals = 0;
-    for (part, segment) in parts.zip(segments) {
+    for (part, segment) in parts.iter().zip(segments) {
         if part.starts_with('{') {
             continue;
         }
-        if part != segment {
+        if *part != segment {
             return None;
         }
         literals += 1;
