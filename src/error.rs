@@ -54,6 +54,12 @@ pub enum GatewayError {
         after: Duration,
     },
 
+    // Ours or the identity provider's: no usable credentials right now.
+    /// No valid credential could be had (e.g. IAM is down and no token is cached).
+    CredentialsUnavailable {
+        retry_after_secs: u64,
+    },
+
     // The upstream's: 5xx.
     UpstreamUnreachable(BoxError),
     UpstreamTimeout {
@@ -90,6 +96,7 @@ impl GatewayError {
             BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "RTCGW.4130", "BodyTooLarge"),
             RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "RTCGW.4290", "RateLimited"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "RTCGW.5000", "InternalError"),
+            CredentialsUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "RTCGW.5030", "CredentialsUnavailable"),
             UpstreamUnreachable(_) => (StatusCode::BAD_GATEWAY, "RTCGW.5020", "UpstreamUnreachable"),
             UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "RTCGW.5040", "UpstreamTimeout"),
         }
@@ -120,6 +127,9 @@ impl GatewayError {
             UpstreamUnreachable(_) => "SparkRTC could not be reached".to_owned(),
             UpstreamTimeout { after } => format!("SparkRTC did not answer within {} ms", after.as_millis()),
             Internal(_) => "the gateway failed to handle the request".to_owned(),
+            CredentialsUnavailable { retry_after_secs } => {
+                format!("the gateway has no valid SparkRTC credentials right now; retry after {retry_after_secs} s")
+            }
         }
     }
 
@@ -136,8 +146,12 @@ impl GatewayError {
         if let Ok(id) = HeaderValue::from_str(request_id) {
             headers.insert(crate::request_id::HEADER, id);
         }
-        if let GatewayError::RateLimited(limited) = self {
-            rate_limit_headers(headers, limited);
+        match self {
+            GatewayError::RateLimited(limited) => rate_limit_headers(headers, limited),
+            GatewayError::CredentialsUnavailable { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
         }
         rsp
     }
@@ -182,6 +196,7 @@ impl std::error::Error for GatewayError {
             | InvalidBody(_)
             | BodyTooLarge { .. }
             | BodyTimeout { .. }
+            | CredentialsUnavailable { .. }
             | UpstreamTimeout { .. } => None,
         }
     }
@@ -238,6 +253,7 @@ mod tests {
             (GatewayError::RateLimited(limited()), 429, "RTCGW.4290"),
             (GatewayError::Internal(io("bug")), 500, "RTCGW.5000"),
             (GatewayError::UpstreamUnreachable(io("refused")), 502, "RTCGW.5020"),
+            (GatewayError::CredentialsUnavailable { retry_after_secs: 5 }, 503, "RTCGW.5030"),
             (GatewayError::UpstreamTimeout { after: Duration::from_secs(1) }, 504, "RTCGW.5040"),
         ];
         for (err, status, code) in table {

@@ -1,29 +1,39 @@
 //! The request path. [`Gateway::handle`] always answers; [`Gateway::proxy`] is the path itself,
 //! a list of named phases in order, each returning early with the error that ends the call.
+//!
+//! The configuration-derived state (config, limiters, upstream client) sits behind one atomic
+//! pointer: a reload swaps it whole, and each call keeps the state it started with.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::Full;
+use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::catalog::{Catalog, Route};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{App, Config, Profile};
 use crate::error::{BoxError, GatewayError};
+use crate::metrics::{Counters, Metrics};
 use crate::policy::{Decision, Identity};
 use crate::ratelimit::Limits;
 use crate::relay;
 use crate::signer::{self, SdkDate, SignInput};
-use crate::telemetry::{CallRecord, Counters};
+use crate::telemetry::CallRecord;
 use crate::upstream::Upstream;
 use crate::validate;
 
 /// How long a caller may take to send its (at most 12 MB) body.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Huawei refuses signatures more than 15 minutes off; warn well before that.
+const SKEW_WARN_SECS: u64 = 180;
 
 const USER_AGENT: &str = concat!("sparkrtc-gateway/", env!("CARGO_PKG_VERSION"));
 
@@ -46,12 +56,18 @@ pub struct Gateway {
 }
 
 struct Inner {
+    state: ArcSwap<State>,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+    draining: AtomicBool,
+    last_skew_warning: AtomicU64,
+}
+
+/// Everything derived from one configuration.
+struct State {
     config: Arc<Config>,
-    catalog: Catalog,
     limits: Limits,
     upstream: Upstream,
-    clock: Arc<dyn Clock>,
-    counters: Counters,
 }
 
 impl Gateway {
@@ -60,17 +76,57 @@ impl Gateway {
     }
 
     pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, BoxError> {
-        let upstream = Upstream::new(&config.upstream)?;
-        let limits = Limits::new(&config);
-        let config = Arc::new(config);
-        Ok(Gateway {
-            inner: Arc::new(Inner { config, catalog: Catalog, limits, upstream, clock, counters: Counters::default() }),
-        })
+        let state = State {
+            upstream: Upstream::new(&config.upstream)?,
+            limits: Limits::new(&config),
+            config: Arc::new(config),
+        };
+        let inner = Inner {
+            state: ArcSwap::from_pointee(state),
+            clock,
+            metrics: Metrics::default(),
+            draining: AtomicBool::new(false),
+            last_skew_warning: AtomicU64::new(0),
+        };
+        Ok(Gateway { inner: Arc::new(inner) })
+    }
+
+    /// Swaps in a new configuration for the calls that start after this. Limits whose key and
+    /// spec are unchanged keep their state; the connection pool is kept unless the upstream
+    /// changed.
+    pub fn reload(&self, config: Config) -> Result<(), BoxError> {
+        let old = self.inner.state.load();
+        let upstream = if old.config.upstream == config.upstream {
+            old.upstream.clone()
+        } else {
+            Upstream::new(&config.upstream)?
+        };
+        let limits = old.limits.reloaded(&config);
+        self.inner.state.store(Arc::new(State { config: Arc::new(config), limits, upstream }));
+        self.inner.metrics.counters.config_reloads.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.state.load().config.clone()
+    }
+
+    /// From now on `/readyz` answers 503, so load balancers stop sending calls.
+    pub fn drain(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        !self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Refusals and shadow-mode decisions so far.
     pub fn counters(&self) -> &Counters {
-        &self.inner.counters
+        &self.inner.metrics.counters
     }
 
     /// Handles one call and always answers: errors become gateway-made responses here.
@@ -79,23 +135,26 @@ impl Gateway {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
+        let _in_flight = self.inner.metrics.in_flight();
+        let state = self.inner.state.load_full();
         let mut record = CallRecord::start(&req);
-        let rsp = match self.proxy(req, peer, &mut record).await {
+        let rsp = match self.proxy(&state, req, peer, &mut record).await {
             Ok(rsp) => rsp,
             Err(err) => {
-                self.inner.counters.refused(&err);
+                self.inner.metrics.counters.refused(&err);
                 record.failed(&err);
                 let mut rsp = err.to_response(&record.request_id);
                 relay::mark(rsp.headers_mut(), &record.request_id);
                 rsp
             }
         };
-        record.finish(&rsp);
+        record.finish(&rsp, &self.inner.metrics);
         rsp
     }
 
     async fn proxy<B>(
         &self,
+        state: &State,
         req: Request<B>,
         peer: &Peer,
         record: &mut CallRecord,
@@ -104,39 +163,29 @@ impl Gateway {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
-        let route = self.inner.catalog.resolve(req.method(), req.uri(), req.version())?; // 404: not a SparkRTC operation
+        let config = &state.config;
+        let route = Catalog.resolve(req.method(), req.uri(), req.version())?; // 404: not a SparkRTC operation
         record.route(&route);
-        let app = self.served_app(&route)?; // 403: app not served, foreign project
-        let who = self.inner.config.callers.identify(peer.addr.ip(), req.headers(), &peer.cert_names)?; // 403: unknown key
+        let app = served_app(config, &route)?; // 403: app not served, foreign project
+        record.served();
+        let who = config.callers.identify(peer.addr.ip(), req.headers(), &peer.cert_names)?; // 403: unknown key
         record.caller(&who);
         self.authorize(app, &who, &route, record)?; // 403: no rule allows it
                                                     // Limit after authorization, so refused calls spend no app's budget.
-        self.limit(&route, &who, record)?; // 429 + Retry-After
+        self.limit(state, &route, &who, record)?; // 429 + Retry-After
         let (parts, body) = req.into_parts();
         let mut headers = relay::signed_headers(&parts.headers, route.operation, &app.profile.project_id)?; // 400
-        let body = relay::read_body(body, &parts.headers, self.inner.config.max_body_bytes, BODY_READ_TIMEOUT).await?; // 413
+        let body = relay::read_body(body, &parts.headers, config.max_body_bytes, BODY_READ_TIMEOUT).await?; // 413
         let json = validate::body(route.operation, &body)?; // 400: SparkRTC would refuse it too
-        record.body(json.as_ref());
-        let signed = self.sign(&route, &mut headers, &app.profile, body)?; // AK/SK signature
+        record.body(body.len(), json.as_ref());
+        let signed = self.sign(config, &route, &mut headers, &app.profile, body)?; // AK/SK signature
         let sent = Instant::now();
-        let rsp = self.inner.upstream.send(signed).await; // 502 / 504
-        record.upstream_ms = Some(sent.elapsed().as_millis());
-        Ok(relay::to_caller(rsp?, &record.request_id, self.inner.upstream.response_timeout()))
+        let rsp = state.upstream.send(signed).await; // 502 / 504
+        record.upstream = Some(sent.elapsed());
+        let rsp = rsp?;
+        self.check_clock(&rsp);
+        Ok(relay::to_caller(rsp, &record.request_id, state.upstream.response_timeout()))
         // status, X-request-Id, body
-    }
-
-    /// The served app. For v1 paths naming a project, only its profile's project is accepted, so
-    /// a caller cannot reach another project with this gateway's keys.
-    fn served_app(&self, route: &Route) -> Result<&App, GatewayError> {
-        let app = self
-            .inner
-            .config
-            .app(route.app.as_deref())
-            .ok_or_else(|| GatewayError::AppNotServed { app: route.app.clone() })?;
-        match &route.project_id {
-            Some(project) if *project != app.profile.project_id => Err(GatewayError::ProjectMismatch),
-            _ => Ok(app),
-        }
     }
 
     fn authorize(&self, app: &App, who: &Identity, route: &Route, record: &mut CallRecord) -> Result<(), GatewayError> {
@@ -144,21 +193,18 @@ impl Gateway {
             Decision::Allowed => Ok(()),
             Decision::Refused(why) => Err(GatewayError::NotAllowed(why)),
             Decision::ShadowRefused(why) => {
-                self.inner.counters.shadow_allowlist();
+                self.inner.metrics.shadow_allowlist();
                 record.shadow(&why);
                 Ok(())
             }
         }
     }
 
-    fn limit(&self, route: &Route, who: &Identity, record: &mut CallRecord) -> Result<(), GatewayError> {
-        let shadowed = self
-            .inner
-            .limits
-            .check(route.app.as_deref(), route.operation.name, who)
-            .map_err(GatewayError::RateLimited)?;
+    fn limit(&self, state: &State, route: &Route, who: &Identity, record: &mut CallRecord) -> Result<(), GatewayError> {
+        let shadowed =
+            state.limits.check(route.app.as_deref(), route.operation.name, who).map_err(GatewayError::RateLimited)?;
         for limited in shadowed {
-            self.inner.counters.shadow_rate_limit();
+            self.inner.metrics.shadow_rate_limit();
             record.shadow(&format!(
                 "{} limit {}/{}s would refuse",
                 limited.policy,
@@ -173,12 +219,13 @@ impl Gateway {
     /// signed parts only.
     fn sign(
         &self,
+        config: &Config,
         route: &Route,
         headers: &mut signer::HeaderList,
         profile: &Profile,
         body: Bytes,
     ) -> Result<Request<Full<Bytes>>, GatewayError> {
-        let upstream = &self.inner.config.upstream;
+        let upstream = &config.upstream;
         let input = SignInput {
             method: route.operation.method.as_str(),
             host: upstream.authority.as_str(),
@@ -210,5 +257,37 @@ impl Gateway {
         // Not signed, so the upstream ignores it for authentication; it only names us in its logs.
         out.insert(http::header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         Ok(req)
+    }
+
+    /// Compares our clock with the upstream's `Date`: signatures more than 15 minutes off are
+    /// refused by Huawei, so drift is exposed as a metric and warned about (once a minute).
+    fn check_clock(&self, rsp: &Response<Incoming>) {
+        let Some(date) =
+            rsp.headers().get(http::header::DATE).and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok())
+        else {
+            return;
+        };
+        let now = self.inner.clock.now();
+        let skew = match now.duration_since(date) {
+            Ok(ahead) => i64::try_from(ahead.as_secs()).unwrap_or(i64::MAX),
+            Err(behind) => -i64::try_from(behind.duration().as_secs()).unwrap_or(i64::MAX),
+        };
+        self.inner.metrics.clock_skew_secs.store(skew, Ordering::Relaxed);
+        let now_secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let last = self.inner.last_skew_warning.load(Ordering::Relaxed);
+        if skew.unsigned_abs() > SKEW_WARN_SECS && now_secs >= last + 60 {
+            self.inner.last_skew_warning.store(now_secs, Ordering::Relaxed);
+            tracing::warn!(skew_secs = skew, "this host's clock is off from SparkRTC's by more than 3 minutes; signatures are refused past 15 minutes: fix NTP");
+        }
+    }
+}
+
+/// The served app. For v1 paths naming a project, only its profile's project is accepted, so a
+/// caller cannot reach another project with this gateway's keys.
+fn served_app<'c>(config: &'c Config, route: &Route) -> Result<&'c App, GatewayError> {
+    let app = config.app(route.app.as_deref()).ok_or_else(|| GatewayError::AppNotServed { app: route.app.clone() })?;
+    match &route.project_id {
+        Some(project) if *project != app.profile.project_id => Err(GatewayError::ProjectMismatch),
+        _ => Ok(app),
     }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod listener;
+pub mod metrics;
 pub mod relay;
 pub mod request_id;
 pub mod sandbox;

@@ -87,14 +87,28 @@ impl<C: Clock + Clone> Limit<C> {
     }
 }
 
-/// Every limiter of a configuration.
+/// Every limiter of a configuration. Limiters are shared (`Arc`) so that a reload can carry
+/// over the state of every limit whose key and spec did not change.
 pub struct Limits<C: Clock = DefaultClock> {
     clock: C,
-    apps: HashMap<Option<String>, Limit<C>>,
-    operations: HashMap<(Option<String>, &'static str), Limit<C>>,
-    callers: HashMap<Arc<str>, Limit<C>>,
-    addresses: Option<(LimitSpec, ByAddress<C>)>,
+    apps: HashMap<Option<String>, Arc<Limit<C>>>,
+    operations: HashMap<(Option<String>, &'static str), Arc<Limit<C>>>,
+    callers: HashMap<Arc<str>, Arc<Limit<C>>>,
+    addresses: Option<Arc<(LimitSpec, ByAddress<C>)>>,
     checks: AtomicU64,
+}
+
+/// The previous limiter for `key` if its spec is unchanged, else a fresh one.
+fn carried<K: std::hash::Hash + Eq, C: Clock + Clone>(
+    previous: Option<&HashMap<K, Arc<Limit<C>>>>,
+    key: &K,
+    spec: LimitSpec,
+    clock: &C,
+) -> Arc<Limit<C>> {
+    match previous.and_then(|p| p.get(key)) {
+        Some(limit) if limit.spec == spec => limit.clone(),
+        _ => Arc::new(Limit::new(spec, clock)),
+    }
 }
 
 impl Limits<DefaultClock> {
@@ -105,35 +119,39 @@ impl Limits<DefaultClock> {
 
 impl<C: Clock + Clone> Limits<C> {
     pub fn with_clock(config: &Config, clock: C) -> Self {
+        Limits::build(config, clock, None)
+    }
+
+    /// The limits of a reloaded `config`, keeping the state of every unchanged limit.
+    pub fn reloaded(&self, config: &Config) -> Self {
+        Limits::build(config, self.clock.clone(), Some(self))
+    }
+
+    fn build(config: &Config, clock: C, previous: Option<&Limits<C>>) -> Self {
         let mut apps = HashMap::new();
         let mut operations = HashMap::new();
         let served =
             config.apps.iter().map(|(id, app)| (Some(id.clone()), app)).chain(config.account.iter().map(|a| (None, a)));
         for (id, app) in served {
             if let Some(spec) = app.limit.or(config.limits.per_app) {
-                apps.insert(id.clone(), Limit::new(spec, &clock));
+                apps.insert(id.clone(), carried(previous.map(|p| &p.apps), &id, spec, &clock));
             }
             for (op, spec) in &app.operation_limits {
-                operations.insert((id.clone(), *op), Limit::new(*spec, &clock));
+                let key = (id.clone(), *op);
+                let limit = carried(previous.map(|p| &p.operations), &key, *spec, &clock);
+                operations.insert(key, limit);
             }
         }
-        let callers = config
-            .callers
-            .named
-            .iter()
-            .filter_map(|c| {
-                config
-                    .caller_limits
-                    .get(&c.name)
-                    .copied()
-                    .or(config.limits.per_caller)
-                    .map(|spec| (c.name.clone(), Limit::new(spec, &clock)))
-            })
-            .collect();
-        let addresses = config
-            .limits
-            .per_caller
-            .map(|spec| (spec, RateLimiter::hashmap_with_clock(spec.rate.quota(), clock.clone())));
+        let mut callers = HashMap::new();
+        for c in &config.callers.named {
+            if let Some(spec) = config.caller_limits.get(&c.name).copied().or(config.limits.per_caller) {
+                callers.insert(c.name.clone(), carried(previous.map(|p| &p.callers), &c.name, spec, &clock));
+            }
+        }
+        let addresses = config.limits.per_caller.map(|spec| match previous.and_then(|p| p.addresses.as_ref()) {
+            Some(old) if old.0 == spec => old.clone(),
+            _ => Arc::new((spec, RateLimiter::hashmap_with_clock(spec.rate.quota(), clock.clone()))),
+        });
         Limits { clock, apps, operations, callers, addresses, checks: AtomicU64::new(0) }
     }
 
@@ -154,7 +172,7 @@ impl<C: Clock + Clone> Limits<C> {
                 self.refuse_or_shadow(limit.spec, limited, &mut shadowed)?;
             }
         }
-        if let (None, Some((spec, by_address))) = (&who.name, &self.addresses) {
+        if let (None, Some((spec, by_address))) = (&who.name, self.addresses.as_deref()) {
             let key = self.address_key(who.address, by_address);
             if let Err(not_until) = by_address.check_key(&key) {
                 let limited = self.limited("caller", spec.rate, not_until.wait_time_from(self.clock.now()));
@@ -196,7 +214,7 @@ impl<C: Clock + Clone> Limits<C> {
 
     /// Address keys currently held.
     pub fn address_keys(&self) -> usize {
-        self.addresses.as_ref().map_or(0, |(_, l)| l.len())
+        self.addresses.as_ref().map_or(0, |a| a.1.len())
     }
 }
 
@@ -312,6 +330,28 @@ mod tests {
             let _ = limits.check(Some("a"), "ShowApp", &anon(7));
         }
         assert!(limits.address_keys() <= 1, "stale keys kept: {}", limits.address_keys());
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_unchanged_limits_only() {
+        let clock = FakeRelativeClock::default();
+        let app = |rate: &str| {
+            format!("[apps.a]\nprofile = \"p\"\nlimit = {{ rate = \"{rate}\" }}\nallow = []\n[apps.b]\nprofile = \"p\"\nlimit = {{ rate = \"1/m\" }}\nallow = []\n")
+        };
+        let limits = Limits::with_clock(&config(&app("1/m")), clock.clone());
+        assert_eq!(admits(&limits, Some("a"), "ShowApp", &ops(), 1), [true]);
+        assert_eq!(admits(&limits, Some("b"), "ShowApp", &ops(), 1), [true]);
+        let reloaded = limits.reloaded(&config(&app("2/m")));
+        assert_eq!(
+            admits(&reloaded, Some("b"), "ShowApp", &ops(), 1),
+            [false],
+            "b is unchanged: its spent call stays spent"
+        );
+        assert_eq!(
+            admits(&reloaded, Some("a"), "ShowApp", &ops(), 3),
+            [true, true, false],
+            "a changed: a fresh limiter"
+        );
     }
 
     #[test]

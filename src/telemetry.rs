@@ -3,8 +3,7 @@
 //! [`crate::secret::Secret`]s, which print as `[redacted]`, signed headers are never logged, and
 //! callers appear by their configured name, never by their key.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response};
 use tracing_subscriber::EnvFilter;
@@ -13,6 +12,7 @@ use crate::body::Body;
 use crate::catalog::{Operation, Route};
 use crate::config::{Log, LogFormat};
 use crate::error::{GatewayError, HEADER_GATEWAY_ERROR};
+use crate::metrics::Metrics;
 use crate::policy::Identity;
 
 /// Installs the global subscriber; a second call (tests, the demo) keeps the first.
@@ -35,9 +35,13 @@ pub struct CallRecord {
     app: Option<String>,
     room: Option<String>,
     caller: Option<String>,
+    /// The app as a metrics label: a served app id, `-` for account-level, `other` otherwise.
+    app_label: &'static str,
+    served_app: Option<String>,
     user_ids: Option<Vec<String>>,
     shadow: Vec<String>,
-    pub upstream_ms: Option<u128>,
+    request_bytes: usize,
+    pub upstream: Option<Duration>,
 }
 
 impl CallRecord {
@@ -51,9 +55,12 @@ impl CallRecord {
             app: None,
             room: None,
             caller: None,
+            app_label: "other",
+            served_app: None,
             user_ids: None,
             shadow: Vec::new(),
-            upstream_ms: None,
+            request_bytes: 0,
+            upstream: None,
         }
     }
 
@@ -63,6 +70,14 @@ impl CallRecord {
         self.room = route.param("room_id").map(str::to_owned);
     }
 
+    /// The call's app is served: it may appear as a metrics label.
+    pub fn served(&mut self) {
+        match &self.app {
+            Some(app) => self.served_app = Some(app.clone()),
+            None => self.app_label = "-",
+        }
+    }
+
     pub fn caller(&mut self, who: &Identity) {
         self.caller = Some(match &who.name {
             Some(name) => name.to_string(),
@@ -70,8 +85,9 @@ impl CallRecord {
         });
     }
 
-    /// Keeps the user ids of a RemoveUsers body for the audit record.
-    pub fn body(&mut self, json: Option<&serde_json::Value>) {
+    /// Keeps the size and the user ids of a RemoveUsers body for the logs.
+    pub fn body(&mut self, bytes: usize, json: Option<&serde_json::Value>) {
+        self.request_bytes = bytes;
         let ids = json.and_then(|j| j.get("user_ids")).and_then(|ids| ids.as_array());
         self.user_ids = ids.map(|ids| ids.iter().filter_map(|id| id.as_str().map(str::to_owned)).collect());
     }
@@ -89,8 +105,12 @@ impl CallRecord {
         }
     }
 
-    /// Writes the access-log line and, for mutating operations, the audit record.
-    pub fn finish(&self, rsp: &Response<Body>) {
+    /// Writes the access-log line, the metrics and, for mutating operations, the audit record.
+    pub fn finish(&self, rsp: &Response<Body>, metrics: &Metrics) {
+        let total = self.started.elapsed();
+        let origin = if rsp.headers().contains_key(HEADER_GATEWAY_ERROR) { "gateway" } else { "upstream" };
+        let app_label = self.served_app.as_deref().unwrap_or(self.app_label);
+        metrics.call(app_label, self.operation, rsp.status().as_u16(), origin, total, self.upstream);
         let gateway_code = rsp.headers().get(HEADER_GATEWAY_ERROR).and_then(|v| v.to_str().ok());
         let upstream_request_id = match gateway_code {
             None => rsp.headers().get(crate::request_id::HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-"),
@@ -106,10 +126,12 @@ impl CallRecord {
             operation,
             app = self.app.as_deref().unwrap_or("-"),
             status = rsp.status().as_u16(),
-            origin = if gateway_code.is_some() { "gateway" } else { "upstream" },
+            origin,
             upstream_request_id,
-            upstream_ms = self.upstream_ms.unwrap_or(0),
-            total_ms = self.started.elapsed().as_millis(),
+            request_bytes = self.request_bytes,
+            response_bytes = http_body::Body::size_hint(rsp.body()).exact().map_or_else(|| "stream".to_owned(), |n| n.to_string()),
+            upstream_ms = self.upstream.map_or(0, |d| d.as_millis()),
+            total_ms = total.as_millis(),
         );
         if self.operation.is_some_and(Operation::is_mutating) {
             let decision = match (gateway_code, self.shadow.is_empty()) {
@@ -130,40 +152,5 @@ impl CallRecord {
                 upstream_request_id,
             );
         }
-    }
-}
-
-/// Refusal and shadow-mode counts, by reason.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub refused_allowlist: AtomicU64,
-    pub refused_rate_limit: AtomicU64,
-    pub refused_validation: AtomicU64,
-    pub shadow_allowlist: AtomicU64,
-    pub shadow_rate_limit: AtomicU64,
-}
-
-impl Counters {
-    pub fn refused(&self, err: &GatewayError) {
-        let counter = match err {
-            GatewayError::NotAllowed(_)
-            | GatewayError::UnknownCallerKey
-            | GatewayError::AppNotServed { .. }
-            | GatewayError::ProjectMismatch => &self.refused_allowlist,
-            GatewayError::RateLimited(_) => &self.refused_rate_limit,
-            GatewayError::InvalidBody(_) | GatewayError::BadHeader(_) | GatewayError::BodyTooLarge { .. } => {
-                &self.refused_validation
-            }
-            _ => return,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn shadow_allowlist(&self) {
-        self.shadow_allowlist.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn shadow_rate_limit(&self) {
-        self.shadow_rate_limit.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -57,7 +57,7 @@ pub struct DefaultLimits {
     pub per_caller: Option<LimitSpec>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub scheme: Scheme,
     /// Sent and signed as `Host`; includes the port only when the endpoint names one.

@@ -1,0 +1,307 @@
+//! Prometheus metrics, rendered in the text exposition format on the admin listener.
+//!
+//! Label values are bounded by the configuration: apps are configured app ids (anything else is
+//! `other`), operations are catalog names (or `-` before one is known), statuses are numbers.
+//! No raw paths, user ids or caller keys ever become labels.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::catalog::{Catalog, Operation};
+use crate::error::GatewayError;
+
+/// Histogram buckets, in seconds.
+const BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const SLOTS: usize = 43; // 42 operations and "-"
+
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros.fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Refusals by reason and shadow-mode decisions.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub refused_allowlist: AtomicU64,
+    pub refused_rate_limit: AtomicU64,
+    pub refused_validation: AtomicU64,
+    pub refused_routing: AtomicU64,
+    pub shadow_allowlist: AtomicU64,
+    pub shadow_rate_limit: AtomicU64,
+    pub upstream_connect_errors: AtomicU64,
+    pub upstream_timeouts: AtomicU64,
+    pub token_refreshes: AtomicU64,
+    pub token_refresh_failures: AtomicU64,
+    pub config_reloads: AtomicU64,
+    pub config_reload_failures: AtomicU64,
+}
+
+impl Counters {
+    pub fn refused(&self, err: &GatewayError) {
+        use GatewayError::*;
+        let counter = match err {
+            NotAllowed(_) | UnknownCallerKey | AppNotServed { .. } | ProjectMismatch => &self.refused_allowlist,
+            RateLimited(_) => &self.refused_rate_limit,
+            InvalidBody(_) | BadHeader(_) | BodyTooLarge { .. } | BodyRead(_) | BodyTimeout { .. } => {
+                &self.refused_validation
+            }
+            BadRoute(_) | UnknownOperation(_) => &self.refused_routing,
+            UpstreamUnreachable(_) => &self.upstream_connect_errors,
+            UpstreamTimeout { .. } => &self.upstream_timeouts,
+            CredentialsUnavailable { .. } => &self.token_refresh_failures,
+            Internal(_) => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+pub struct Metrics {
+    pub counters: Counters,
+    requests: Mutex<BTreeMap<(String, &'static str, u16, &'static str), u64>>,
+    call_latency: [Histogram; SLOTS],
+    upstream_latency: [Histogram; SLOTS],
+    in_flight: AtomicI64,
+    /// Last measured offset of our clock from the upstream's `Date`, in seconds (ours minus theirs).
+    pub clock_skew_secs: AtomicI64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            counters: Counters::default(),
+            requests: Mutex::new(BTreeMap::new()),
+            call_latency: std::array::from_fn(|_| Histogram::new()),
+            upstream_latency: std::array::from_fn(|_| Histogram::new()),
+            in_flight: AtomicI64::new(0),
+            clock_skew_secs: AtomicI64::new(0),
+        }
+    }
+}
+
+fn slot(op: Option<&'static Operation>) -> usize {
+    op.and_then(|op| Catalog.operations().iter().position(|o| std::ptr::eq(o, op))).unwrap_or(SLOTS - 1)
+}
+
+fn slot_name(i: usize) -> &'static str {
+    Catalog.operations().get(i).map_or("-", |op| op.name)
+}
+
+/// Decrements the in-flight gauge when the call is over, however it ends.
+pub struct InFlight<'a>(&'a AtomicI64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(&self.in_flight)
+    }
+
+    /// Records one finished call. `app` must already be a bounded label.
+    pub fn call(
+        &self,
+        app: &str,
+        op: Option<&'static Operation>,
+        status: u16,
+        origin: &'static str,
+        total: Duration,
+        upstream: Option<Duration>,
+    ) {
+        let i = slot(op);
+        self.call_latency[i].observe(total);
+        if let Some(up) = upstream {
+            self.upstream_latency[i].observe(up);
+        }
+        if let Ok(mut requests) = self.requests.lock() {
+            *requests.entry((app.to_owned(), slot_name(i), status, origin)).or_default() += 1;
+        }
+    }
+
+    pub fn shadow_allowlist(&self) {
+        bump(&self.counters.shadow_allowlist);
+    }
+
+    pub fn shadow_rate_limit(&self) {
+        bump(&self.counters.shadow_rate_limit);
+    }
+
+    /// The Prometheus text exposition (version 0.0.4).
+    pub fn render(&self, ready: bool) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        out.push_str("# HELP sparkrtc_gateway_requests_total Calls answered, by app, operation, status and who made the answer.\n");
+        out.push_str("# TYPE sparkrtc_gateway_requests_total counter\n");
+        if let Ok(requests) = self.requests.lock() {
+            for ((app, op, status, origin), n) in requests.iter() {
+                let _ = writeln!(out, "sparkrtc_gateway_requests_total{{app=\"{}\",operation=\"{op}\",status=\"{status}\",origin=\"{origin}\"}} {n}", escape(app));
+            }
+        }
+        self.histograms(
+            &mut out,
+            "sparkrtc_gateway_request_duration_seconds",
+            "Whole call, from request head to response head.",
+            &self.call_latency,
+        );
+        self.histograms(
+            &mut out,
+            "sparkrtc_gateway_upstream_duration_seconds",
+            "Upstream part: from sending to SparkRTC's response head.",
+            &self.upstream_latency,
+        );
+        let c = &self.counters;
+        let refusals = [
+            ("allowlist", &c.refused_allowlist),
+            ("rate_limit", &c.refused_rate_limit),
+            ("validation", &c.refused_validation),
+            ("routing", &c.refused_routing),
+        ];
+        counter_family(
+            &mut out,
+            "sparkrtc_gateway_refusals_total",
+            "Calls the gateway refused, by reason.",
+            "reason",
+            &refusals,
+        );
+        let shadow = [("allowlist", &c.shadow_allowlist), ("rate_limit", &c.shadow_rate_limit)];
+        counter_family(
+            &mut out,
+            "sparkrtc_gateway_shadow_refusals_total",
+            "Calls shadow-mode rules or limits would have refused, forwarded.",
+            "reason",
+            &shadow,
+        );
+        let upstream = [("connect", &c.upstream_connect_errors), ("timeout", &c.upstream_timeouts)];
+        counter_family(
+            &mut out,
+            "sparkrtc_gateway_upstream_errors_total",
+            "Upstream calls that failed, by kind.",
+            "kind",
+            &upstream,
+        );
+        let tokens = [("ok", &c.token_refreshes), ("failed", &c.token_refresh_failures)];
+        counter_family(
+            &mut out,
+            "sparkrtc_gateway_token_refreshes_total",
+            "IAM token fetches, by result.",
+            "result",
+            &tokens,
+        );
+        let reloads = [("ok", &c.config_reloads), ("failed", &c.config_reload_failures)];
+        counter_family(
+            &mut out,
+            "sparkrtc_gateway_config_reloads_total",
+            "Configuration reloads, by result.",
+            "result",
+            &reloads,
+        );
+        gauge(
+            &mut out,
+            "sparkrtc_gateway_in_flight_requests",
+            "Calls being handled now.",
+            self.in_flight.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "sparkrtc_gateway_clock_skew_seconds",
+            "Our clock minus the upstream's Date header, last seen.",
+            self.clock_skew_secs.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "sparkrtc_gateway_ready",
+            "1 when ready for traffic, 0 when draining or without credentials.",
+            i64::from(ready),
+        );
+        out
+    }
+
+    fn histograms(&self, out: &mut String, name: &str, help: &str, family: &[Histogram; SLOTS]) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (i, h) in family.iter().enumerate() {
+            let count = h.count.load(Ordering::Relaxed);
+            if count == 0 {
+                continue;
+            }
+            let op = slot_name(i);
+            let mut cumulative = 0;
+            for (bound, bucket) in BUCKETS.iter().zip(&h.buckets) {
+                cumulative += bucket.load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}_bucket{{operation=\"{op}\",le=\"{bound}\"}} {cumulative}");
+            }
+            let _ = writeln!(out, "{name}_bucket{{operation=\"{op}\",le=\"+Inf\"}} {count}");
+            let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(out, "{name}_sum{{operation=\"{op}\"}} {sum}\n{name}_count{{operation=\"{op}\"}} {count}");
+        }
+    }
+}
+
+fn counter_family(out: &mut String, name: &str, help: &str, label: &str, values: &[(&str, &AtomicU64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (value, n) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {}", n.load(Ordering::Relaxed));
+    }
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: i64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+}
+
+/// Label values escape `\`, `"` and newlines.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histograms_and_gauges() {
+        let m = Metrics::default();
+        let op = Catalog.by_name("RemoveUsers");
+        m.call("app-1", op, 202, "upstream", Duration::from_millis(3), Some(Duration::from_millis(2)));
+        m.call("other", None, 404, "gateway", Duration::from_micros(100), None);
+        let text = m.render(true);
+        assert!(text.contains("sparkrtc_gateway_requests_total{app=\"app-1\",operation=\"RemoveUsers\",status=\"202\",origin=\"upstream\"} 1"), "{text}");
+        assert!(
+            text.contains("sparkrtc_gateway_request_duration_seconds_bucket{operation=\"RemoveUsers\",le=\"0.005\"} 1")
+        );
+        assert!(text
+            .contains("sparkrtc_gateway_request_duration_seconds_bucket{operation=\"RemoveUsers\",le=\"0.0025\"} 0"));
+        assert!(text.contains("sparkrtc_gateway_upstream_duration_seconds_count{operation=\"RemoveUsers\"} 1"));
+        assert!(text.contains(
+            "sparkrtc_gateway_requests_total{app=\"other\",operation=\"-\",status=\"404\",origin=\"gateway\"} 1"
+        ));
+        assert!(text.contains("sparkrtc_gateway_ready 1"));
+    }
+}
