@@ -116,24 +116,48 @@ pub async fn serve(args: &Args) -> ExitCode {
         Err(code) => return code,
     };
     telemetry::init(&config.log);
-    let listen = args.listen.unwrap_or(config.listen);
-    let gateway = match Gateway::new(config) {
-        Ok(g) => g,
+    let started = match Gateway::new(config) {
+        Ok(gateway) => crate::server::start(gateway, args.listen).await,
+        Err(e) => Err(e),
+    };
+    let running = match started {
+        Ok(r) => r,
         Err(e) => {
             err(&format!("cannot start: {e}"));
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    let listener = match tokio::net::TcpListener::bind(listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            err(&format!("cannot listen on {listen}: {e}"));
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
-    tracing::info!(listen = %listen, "gateway serving");
-    crate::run(gateway, listener, stop_signal()).await;
+    let path = args.config.clone().unwrap_or_default();
+    while let Signal::Reload = next_signal().await {
+        let _ = running.reload(&path);
+    }
+    tracing::info!("stop signal received; draining");
+    running.shutdown();
+    running.wait().await;
+    tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+enum Signal {
+    Stop,
+    Reload,
+}
+
+/// Waits for SIGTERM or SIGINT (stop) or SIGHUP (reload).
+async fn next_signal() -> Signal {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+            return tokio::select! {
+                _ = term.recv() => Signal::Stop,
+                _ = tokio::signal::ctrl_c() => Signal::Stop,
+                _ = hup.recv() => Signal::Reload,
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    Signal::Stop
 }
 
 pub async fn sandbox(args: &Args) -> ExitCode {
@@ -169,19 +193,7 @@ pub async fn sandbox(args: &Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+/// Resolves on SIGTERM or SIGINT (Ctrl-C); SIGHUP is ignored here.
 pub async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            tracing::info!("stop signal received; draining");
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
+    while let Signal::Reload = next_signal().await {}
 }

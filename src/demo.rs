@@ -53,14 +53,18 @@ async fn start(config: &mut Config, listen: Option<SocketAddr>) -> Result<Socket
     config.upstream.authority = sandbox_addr.to_string().parse()?;
     out(&format!("sandbox: SparkRTC stand-in on http://{sandbox_addr}, verifying every signature"));
 
-    let listen = listen.unwrap_or(config.listen);
-    let gateway_listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}; pass --listen 127.0.0.1:0 for any free port"))?;
-    let gateway_addr = gateway_listener.local_addr()?;
     let gateway = Gateway::new(config.clone())?;
-    tokio::spawn(crate::run(gateway, gateway_listener, std::future::pending()));
-    out(&format!("gateway: http://{gateway_addr} -> sandbox, signing with profile \"demo\" (SDK-HMAC-SHA256)\n"));
+    let running = crate::server::start(gateway, listen)
+        .await
+        .map_err(|e| format!("{e}; pass --listen 127.0.0.1:0 for any free port"))?;
+    let gateway_addr = running.addr;
+    out(&format!("gateway: http://{gateway_addr} -> sandbox, signing with profile \"demo\" (SDK-HMAC-SHA256)"));
+    if let Some(admin) = running.admin_addr {
+        out(&format!("admin:   http://{admin}/metrics, /readyz, /healthz"));
+    }
+    out("");
+    // The demo serves until the process ends.
+    std::mem::forget(running);
 
     out(&format!("POST {EXAMPLE_PATH}\n{EXAMPLE_BODY}   (no credentials sent)\n"));
     let rsp = send_example(gateway_addr).await?;

@@ -116,8 +116,12 @@ impl Gateway {
         self.inner.draining.store(true, Ordering::SeqCst);
     }
 
-    pub fn is_ready(&self) -> bool {
-        !self.inner.draining.load(Ordering::SeqCst)
+    /// `Ok` when the gateway should get traffic: not draining, and credentials usable.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.inner.draining.load(Ordering::SeqCst) {
+            return Err("draining".to_owned());
+        }
+        Ok(())
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -82,9 +82,12 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// `sparkrtc_gateway_requests_total` labels: app, operation, status, origin.
+type RequestLabels = (String, &'static str, u16, &'static str);
+
 pub struct Metrics {
     pub counters: Counters,
-    requests: Mutex<BTreeMap<(String, &'static str, u16, &'static str), u64>>,
+    requests: Mutex<BTreeMap<RequestLabels, u64>>,
     call_latency: [Histogram; SLOTS],
     upstream_latency: [Histogram; SLOTS],
     in_flight: AtomicI64,

@@ -89,7 +89,7 @@ async fn sandbox_refuses_a_signature_from_a_skewed_clock() {
     let (_, config) = sandbox().await;
     let skewed = SystemTime::now() - Duration::from_secs(16 * 60);
     let gateway = Gateway::with_clock(config, Arc::new(FixedClock(skewed))).unwrap();
-    let running = sparkrtc_gateway::spawn(gateway, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let running = sparkrtc_gateway::start(gateway, None).await.unwrap();
     let h = support::Harness::client_for(running.addr);
     let answer = h.remove_users(r#"{"user_ids":["user001"]}"#).await;
     assert_eq!(answer.status, 401, "{answer:?}");
@@ -101,7 +101,7 @@ async fn sandbox_refuses_a_signature_from_a_skewed_clock() {
 #[tokio::test]
 async fn gateway_serves_http2_callers() {
     let (_, config) = sandbox().await;
-    let running = sparkrtc_gateway::spawn(Gateway::new(config).unwrap(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let running = sparkrtc_gateway::start(Gateway::new(config).unwrap(), None).await.unwrap();
     let client = Client::builder(TokioExecutor::new()).http2_only(true).build_http::<Full<Bytes>>();
     let req = Request::post(format!("http://{}{PATH}", running.addr))
         .header("content-type", "application/json")

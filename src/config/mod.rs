@@ -26,6 +26,9 @@ pub use reader::{parse_duration, Problem};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ENDPOINT: &str = "https://rtc-api.myhuaweicloud.com";
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -35,7 +38,16 @@ pub const DEFAULT_V11_SERVICE: &str = "CloudRTC";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// A Unix socket to serve on as well, for sidecars that want no TCP port.
+    pub unix_socket: Option<PathBuf>,
+    pub tls: Option<InboundTls>,
     pub max_body_bytes: u64,
+    /// After a stop signal: how long to keep accepting while readiness reports 503.
+    pub drain_delay: Duration,
+    /// Then: how long calls in flight may take to finish.
+    pub grace_period: Duration,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`); `None` when disabled.
+    pub admin_listen: Option<SocketAddr>,
     pub upstream: Upstream,
     pub log: Log,
     pub profiles: BTreeMap<String, Arc<Profile>>,
@@ -55,6 +67,17 @@ pub struct DefaultLimits {
     pub per_app: Option<LimitSpec>,
     /// Each caller: named ones by name, unnamed ones by address.
     pub per_caller: Option<LimitSpec>,
+}
+
+/// TLS on the proxy listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// CA certificates that sign client certificates; enables client authentication.
+    pub client_ca_file: Option<PathBuf>,
+    /// Refuse connections without a valid client certificate (only with `client_ca_file`).
+    pub client_auth_required: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

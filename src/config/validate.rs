@@ -1,7 +1,8 @@
 //! Turns the TOML document into a [`Config`], checking every key and collecting every problem.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,19 +21,34 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
     let mut root = Table::root(doc);
 
     let mut server = root.table("server", &mut p);
-    let listen = server.string("listen", &mut p).unwrap_or(DEFAULT_LISTEN);
-    let listen = listen
-        .parse()
-        .map_err(|_| {
-            p.push(
-                server.key_path("listen"),
-                format!("{listen:?} is not an address; write it like \"127.0.0.1:8080\" or \"[::]:8080\""),
-            )
-        })
-        .ok();
+    let listen = address(&mut server, "listen", DEFAULT_LISTEN, &mut p);
     let max_body_bytes =
         server.integer("max_body_bytes", 1, MAX_SIGNED_BODY_BYTES, &mut p).unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    let unix_socket = server.string("unix_socket", &mut p).map(|s| base.join(s));
+    let drain_delay =
+        server.duration("drain_delay", Duration::ZERO, Duration::from_secs(600), &mut p).unwrap_or(DEFAULT_DRAIN_DELAY);
+    let grace_period = server
+        .duration("grace_period", Duration::ZERO, Duration::from_secs(3600), &mut p)
+        .unwrap_or(DEFAULT_GRACE_PERIOD);
+    let tls = if server.has("tls") {
+        let mut t = server.table("tls", &mut p);
+        let tls = inbound_tls(&mut t, base, &mut p);
+        t.finish(&mut p);
+        tls
+    } else {
+        None
+    };
     server.finish(&mut p);
+
+    let mut admin = root.table("admin", &mut p);
+    let admin_listen = match admin.boolean("enabled", &mut p).unwrap_or(true) {
+        true => address(&mut admin, "listen", DEFAULT_ADMIN_LISTEN, &mut p),
+        false => {
+            let _ = admin.string("listen", &mut p);
+            None
+        }
+    };
+    admin.finish(&mut p);
 
     let mut upstream_table = root.table("upstream", &mut p);
     let upstream = upstream(&mut upstream_table, base, &mut p);
@@ -86,6 +102,11 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
 
     match (listen, upstream) {
         (Some(listen), Some(upstream)) if p.0.is_empty() => Ok(Config {
+            unix_socket,
+            tls,
+            drain_delay,
+            grace_period,
+            admin_listen,
             listen,
             max_body_bytes,
             upstream,
@@ -99,6 +120,50 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
         }),
         _ => Err(p.0),
     }
+}
+
+fn address(t: &mut Table<'_>, key: &str, default: &str, p: &mut Problems) -> Option<SocketAddr> {
+    let text = t.string(key, p).unwrap_or(default);
+    text.parse()
+        .map_err(|_| {
+            p.push(
+                t.key_path(key),
+                format!("{text:?} is not an address; write it like \"127.0.0.1:8080\" or \"[::]:8080\""),
+            )
+        })
+        .ok()
+}
+
+fn inbound_tls(t: &mut Table<'_>, base: &Path, p: &mut Problems) -> Option<InboundTls> {
+    let mut file = |key: &str| -> Option<PathBuf> {
+        let path = base.join(t.string(key, p)?);
+        if !path.is_file() {
+            p.push(
+                t.key_path(key),
+                format!("{:?} is not a readable file; give the path of a PEM file", path.display().to_string()),
+            );
+            return None;
+        }
+        Some(path)
+    };
+    let cert_file = file("cert_file");
+    let key_file = file("key_file");
+    let client_ca_file = file("client_ca_file");
+    let client_auth = t.string("client_auth", p).unwrap_or("required");
+    let client_auth_required = match client_auth {
+        "required" => true,
+        "optional" => false,
+        other => {
+            p.push(t.key_path("client_auth"), format!("{other:?} must be \"required\" or \"optional\""));
+            true
+        }
+    };
+    for (key, value) in [("cert_file", &cert_file), ("key_file", &key_file)] {
+        if value.is_none() && !t.has(key) {
+            p.push(t.key_path(key), "is missing; inbound TLS needs cert_file and key_file (PEM)");
+        }
+    }
+    Some(InboundTls { cert_file: cert_file?, key_file: key_file?, client_ca_file, client_auth_required })
 }
 
 fn upstream(t: &mut Table<'_>, base: &Path, p: &mut Problems) -> Option<Upstream> {

@@ -5,7 +5,6 @@
 
 mod verify;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -69,7 +68,7 @@ impl Sandbox {
 }
 
 impl crate::listener::Handler for Sandbox {
-    async fn call(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+    async fn call(&self, req: Request<Incoming>, _peer: crate::gateway::Peer) -> Response<Body> {
         self.answer(req).await
     }
 }

@@ -73,7 +73,7 @@ impl MockUpstream {
 }
 
 impl Handler for MockUpstream {
-    async fn call(&self, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+    async fn call(&self, req: Request<Incoming>, _peer: sparkrtc_gateway::gateway::Peer) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let now = SdkDate::from_system_time(std::time::SystemTime::now());
@@ -118,6 +118,10 @@ pub fn config_with(upstream: SocketAddr, app_policy: &str, account_policy: &str,
 [server]
 listen = "127.0.0.1:0"
 max_body_bytes = 4096
+drain_delay = "0s"
+
+[admin]
+listen = "127.0.0.1:0"
 
 [upstream]
 endpoint = "https://127.0.0.1:{port}"
@@ -201,9 +205,7 @@ pub async fn start_gateway(config: Config) -> SocketAddr {
 }
 
 pub async fn start_gateway_instance(gw: sparkrtc_gateway::Gateway) -> SocketAddr {
-    let running = sparkrtc_gateway::spawn(gw, "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let running = sparkrtc_gateway::start(gw, None).await.unwrap_or_else(|e| panic!("{e}"));
     let addr = running.addr;
     // The gateway lives as long as the test's runtime.
     std::mem::forget(running);

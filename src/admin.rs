@@ -1,0 +1,49 @@
+//! The admin listener, apart from the proxy listener so probes never collide with SparkRTC
+//! paths: `/healthz` (the process is alive), `/readyz` (config loaded, credentials usable, not
+//! draining) and `/metrics` (Prometheus text).
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::Body;
+use crate::gateway::{Gateway, Peer};
+use crate::listener::Handler;
+
+#[derive(Clone)]
+pub struct Admin {
+    gateway: Gateway,
+}
+
+impl Admin {
+    pub fn new(gateway: Gateway) -> Self {
+        Admin { gateway }
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut rsp = Response::new(Body::full(Bytes::from(body)));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    rsp
+}
+
+impl Handler for Admin {
+    async fn call(&self, req: Request<Incoming>, _peer: Peer) -> Response<Body> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n".to_owned());
+        }
+        match req.uri().path() {
+            "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".to_owned()),
+            "/readyz" => match self.gateway.readiness() {
+                Ok(()) => text(StatusCode::OK, "text/plain", "ready\n".to_owned()),
+                Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {why}\n")),
+            },
+            "/metrics" => {
+                let ready = self.gateway.readiness().is_ok();
+                text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", self.gateway.metrics().render(ready))
+            }
+            _ => text(StatusCode::NOT_FOUND, "text/plain", "admin endpoints: /healthz /readyz /metrics\n".to_owned()),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Running the gateway: binds the proxy listener (TCP, optionally TLS, optionally a Unix socket
+//! too) and the admin listener, and carries out the stop sequence:
+//!
+//! 1. stop signal: readiness turns 503 at once;
+//! 2. the listeners keep accepting for `drain_delay`, so load balancers notice;
+//! 3. the sockets close (new connections are refused) and calls in flight get up to
+//!    `grace_period` to finish; then [`Running::wait`] returns.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::Admin;
+use crate::error::BoxError;
+use crate::gateway::Gateway;
+use crate::listener;
+use crate::tls::{self, ReloadingCert};
+
+/// How often certificate files are checked for changes.
+const CERT_CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// The gateway serving in the background.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub unix_socket: Option<PathBuf>,
+    pub gateway: Gateway,
+    cert: Option<Arc<ReloadingCert>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts the stop sequence: readiness fails from this moment on; [`Running::wait`]
+    /// returns when the sequence is over.
+    pub fn shutdown(&self) {
+        self.gateway.drain();
+        let _ = self.stop.send(true);
+    }
+
+    pub async fn wait(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        if let Some(path) = &self.unix_socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown();
+        self.wait().await;
+    }
+
+    /// Re-reads the config file and swaps it in for new calls. An invalid file changes nothing
+    /// and returns every problem. Listener settings (addresses, TLS, admin) need a restart.
+    pub fn reload(&self, path: &std::path::Path) -> Result<(), crate::config::ConfigError> {
+        self.reload_certificate();
+        let config = match crate::config::Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                self.gateway.counters().config_reload_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!("config reload refused; the running config stays:\n{e}");
+                return Err(e);
+            }
+        };
+        let old = self.gateway.config();
+        if old.listen != config.listen
+            || old.unix_socket != config.unix_socket
+            || old.tls != config.tls
+            || old.admin_listen != config.admin_listen
+        {
+            tracing::warn!("listener settings changed in the config; they take effect at the next restart");
+        }
+        if let Err(e) = self.gateway.reload(config) {
+            tracing::error!(error = %e, "config reload failed; the running config stays");
+            return Err(crate::config::ConfigError::Syntax {
+                origin: path.display().to_string(),
+                message: e.to_string(),
+            });
+        }
+        tracing::info!(config = %path.display(), "config reloaded");
+        Ok(())
+    }
+
+    /// Re-reads the inbound certificate now if its files changed (also done every 10 s).
+    pub fn reload_certificate(&self) {
+        if let Some(cert) = &self.cert {
+            reload_cert(cert);
+        }
+    }
+}
+
+fn reload_cert(cert: &ReloadingCert) {
+    match cert.reload_if_changed() {
+        Ok(true) => tracing::info!("inbound TLS certificate reloaded"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "inbound TLS certificate not reloaded; still serving the previous one"),
+    }
+}
+
+/// Binds every listener of the gateway's config (`listen` overrides the proxy address) and serves.
+pub async fn start(gateway: Gateway, listen: Option<SocketAddr>) -> Result<Running, BoxError> {
+    let config = gateway.config();
+    let listen = listen.unwrap_or(config.listen);
+    let tcp = TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = tcp.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+    let (drain_delay, grace) = (config.drain_delay, config.grace_period);
+
+    // Stop accepting only after the drain delay, with readiness already failing.
+    let drained = {
+        let (gateway, stopped) = (gateway.clone(), stopped.clone());
+        move || {
+            let (gateway, mut stopped) = (gateway.clone(), stopped.clone());
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+                gateway.drain();
+                tokio::time::sleep(drain_delay).await;
+            }
+        }
+    };
+
+    let (cert, server_tls) = match &config.tls {
+        None => (None, None),
+        Some(t) => {
+            let cert = Arc::new(ReloadingCert::load(&t.cert_file, &t.key_file)?);
+            let server = tls::inbound_config(cert.clone(), t.client_ca_file.as_deref(), t.client_auth_required)?;
+            (Some(cert), Some(server))
+        }
+    };
+    let mut tasks = vec![tokio::spawn(listener::serve(tcp, server_tls.clone(), gateway.clone(), drained(), grace))];
+
+    #[cfg(unix)]
+    if let Some(path) = &config.unix_socket {
+        // A socket file left by a previous run would make bind fail.
+        let _ = std::fs::remove_file(path);
+        let unix =
+            tokio::net::UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+        tasks.push(tokio::spawn(listener::serve(unix, server_tls, gateway.clone(), drained(), grace)));
+    }
+
+    let admin_addr = match config.admin_listen {
+        None => None,
+        Some(admin_listen) => {
+            let admin = TcpListener::bind(admin_listen)
+                .await
+                .map_err(|e| format!("cannot listen on {admin_listen} (admin): {e}"))?;
+            let admin_addr = admin.local_addr()?;
+            tasks.push(tokio::spawn(listener::serve(
+                admin,
+                None,
+                Admin::new(gateway.clone()),
+                drained(),
+                Duration::from_secs(1),
+            )));
+            Some(admin_addr)
+        }
+    };
+
+    if let Some(cert) = &cert {
+        let (cert, mut stopped) = (cert.clone(), stopped.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(CERT_CHECK_EVERY) => reload_cert(&cert),
+                    _ = stopped.wait_for(|s| *s) => break,
+                }
+            }
+        });
+    }
+    tracing::info!(listen = %addr, admin = ?admin_addr, unix_socket = ?config.unix_socket, tls = config.tls.is_some(), "gateway serving");
+    Ok(Running { addr, admin_addr, unix_socket: config.unix_socket.clone(), gateway, cert, stop, tasks })
+}
