@@ -49,6 +49,11 @@ pub enum Reply {
     },
     /// Never answer.
     Stall,
+    /// Say the request arrived, then answer 202 once released.
+    Gate {
+        arrived: Arc<tokio::sync::Notify>,
+        release: Arc<tokio::sync::Notify>,
+    },
 }
 
 impl Reply {
@@ -91,6 +96,14 @@ impl Handler for MockUpstream {
         }
         match reply {
             Reply::Stall => std::future::pending().await,
+            Reply::Gate { arrived, release } => {
+                arrived.notify_one();
+                release.notified().await;
+                let mut rsp = Response::new(Body::empty());
+                *rsp.status_mut() = StatusCode::ACCEPTED;
+                rsp.headers_mut().insert("x-request-id", http::HeaderValue::from_static("up-gated"));
+                rsp
+            }
             Reply::With { status, headers, body } => {
                 let mut rsp = Response::new(Body::full(Bytes::from(body)));
                 *rsp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -167,6 +180,28 @@ pub async fn start(script: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> H
     start_with(script, |addr| config_text(addr, "")).await
 }
 
+/// A mock upstream on TLS; the config text is made by `config` from its address.
+pub async fn mock_upstream(
+    script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    config: impl FnOnce(SocketAddr) -> String,
+) -> (MockUpstream, SocketAddr, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let text = config(addr);
+    let profiles = parse_config(&text).profiles.values().cloned().collect();
+    let upstream = MockUpstream { seen: Arc::default(), profiles, script: Arc::new(script) };
+    let tls = sparkrtc_gateway::tls::server_config(&data("certs/server.pem"), &data("certs/server.key"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(listener::serve(
+        listener,
+        Some(tls),
+        upstream.clone(),
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    (upstream, addr, text)
+}
+
 /// A harness whose config is made by `config` from the mock upstream's address.
 pub async fn start_with(
     script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
@@ -241,6 +276,17 @@ impl Answer {
 }
 
 impl Harness {
+    /// A harness for a running gateway in front of `upstream`.
+    pub fn around(running: &sparkrtc_gateway::Running, upstream: MockUpstream) -> Harness {
+        Harness {
+            gateway: running.addr,
+            instance: Some(running.gateway.clone()),
+            upstream_addr: running.addr,
+            upstream,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
     /// A harness around a gateway started elsewhere, with no mock upstream of its own.
     pub fn client_for(gateway: SocketAddr) -> Harness {
         let upstream =
@@ -255,7 +301,19 @@ impl Harness {
     }
 
     pub async fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
-        let mut req = Request::builder().method(method).uri(format!("http://{}{path}", self.gateway));
+        self.call_at(self.gateway, method, path, headers, body).await
+    }
+
+    /// A call to any address with this harness's client (e.g. the admin listener).
+    pub async fn call_at(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Answer {
+        let mut req = Request::builder().method(method).uri(format!("http://{addr}{path}"));
         for (n, v) in headers {
             req = req.header(*n, *v);
         }
