@@ -96,7 +96,7 @@ fn dockerfile_is_multi_stage_and_runs_as_non_root() {
     let text = std::fs::read_to_string(deploy("Dockerfile")).unwrap();
     let froms = text.lines().filter(|l| l.starts_with("FROM ")).count();
     assert!(froms >= 2, "a build stage and a small final stage");
-    let user = text.lines().filter_map(|l| l.strip_prefix("USER ")).last().unwrap();
+    let user = text.lines().rev().find_map(|l| l.strip_prefix("USER ")).unwrap();
     assert!(!user.starts_with("root") && !user.starts_with("0"), "runs as {user}");
     assert!(text.contains("COPY --from=build"), "only the binary goes to the final image");
 }
