@@ -42,7 +42,7 @@ fn config() -> Config {
 
 fn signing(c: &mut Criterion) {
     let config = config();
-    let key = &config.profiles["main"].key;
+    let key = config.profiles["main"].signing_key().unwrap();
     let query = CanonicalQuery::default();
     let now = SdkDate::parse("20240102T030405Z").unwrap();
     c.bench_function("sign RemoveUsers (SDK-HMAC-SHA256)", |b| {

@@ -130,6 +130,7 @@ pub async fn serve(args: &Args) -> ExitCode {
     let path = args.config.clone().unwrap_or_default();
     while let Signal::Reload = next_signal().await {
         let _ = running.reload(&path);
+        running.gateway.maintain_credentials().await;
     }
     tracing::info!("stop signal received; draining");
     running.shutdown();

@@ -19,12 +19,13 @@ use crate::body::Body;
 use crate::catalog::{Catalog, Route};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{App, Config, Profile};
+use crate::credentials::{Authorization, Credentials};
 use crate::error::{BoxError, GatewayError};
 use crate::metrics::{Counters, Metrics};
 use crate::policy::{Decision, Identity};
 use crate::ratelimit::Limits;
 use crate::relay;
-use crate::signer::{self, SdkDate, SignInput};
+use crate::signer::{self, HeaderList, SdkDate, SignInput};
 use crate::telemetry::CallRecord;
 use crate::upstream::Upstream;
 use crate::validate;
@@ -58,7 +59,7 @@ pub struct Gateway {
 struct Inner {
     state: ArcSwap<State>,
     clock: Arc<dyn Clock>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     draining: AtomicBool,
     last_skew_warning: AtomicU64,
 }
@@ -68,6 +69,7 @@ struct State {
     config: Arc<Config>,
     limits: Limits,
     upstream: Upstream,
+    credentials: Credentials,
 }
 
 impl Gateway {
@@ -76,15 +78,14 @@ impl Gateway {
     }
 
     pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, BoxError> {
-        let state = State {
-            upstream: Upstream::new(&config.upstream)?,
-            limits: Limits::new(&config),
-            config: Arc::new(config),
-        };
+        let metrics = Arc::new(Metrics::default());
+        let upstream = Upstream::new(&config.upstream)?;
+        let credentials = Credentials::build(&config, &upstream, clock.clone(), metrics.clone(), None);
+        let state = State { upstream, limits: Limits::new(&config), credentials, config: Arc::new(config) };
         let inner = Inner {
             state: ArcSwap::from_pointee(state),
             clock,
-            metrics: Metrics::default(),
+            metrics,
             draining: AtomicBool::new(false),
             last_skew_warning: AtomicU64::new(0),
         };
@@ -92,8 +93,8 @@ impl Gateway {
     }
 
     /// Swaps in a new configuration for the calls that start after this. Limits whose key and
-    /// spec are unchanged keep their state; the connection pool is kept unless the upstream
-    /// changed.
+    /// spec are unchanged keep their state, and so do IAM tokens of unchanged profiles; the
+    /// connection pool is kept unless the upstream changed.
     pub fn reload(&self, config: Config) -> Result<(), BoxError> {
         let old = self.inner.state.load();
         let upstream = if old.config.upstream == config.upstream {
@@ -102,7 +103,9 @@ impl Gateway {
             Upstream::new(&config.upstream)?
         };
         let limits = old.limits.reloaded(&config);
-        self.inner.state.store(Arc::new(State { config: Arc::new(config), limits, upstream }));
+        let (clock, metrics) = (self.inner.clock.clone(), self.inner.metrics.clone());
+        let credentials = Credentials::build(&config, &upstream, clock, metrics, Some(&old.credentials));
+        self.inner.state.store(Arc::new(State { config: Arc::new(config), limits, upstream, credentials }));
         self.inner.metrics.counters.config_reloads.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -121,7 +124,14 @@ impl Gateway {
         if self.inner.draining.load(Ordering::SeqCst) {
             return Err("draining".to_owned());
         }
-        Ok(())
+        self.inner.state.load().credentials.readiness()
+    }
+
+    /// Re-reads key files and refreshes IAM tokens that are due (the server runs this every few
+    /// seconds and on SIGHUP).
+    pub async fn maintain_credentials(&self) {
+        let state = self.inner.state.load_full();
+        state.credentials.maintain().await;
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -168,28 +178,37 @@ impl Gateway {
         B::Error: Into<BoxError>,
     {
         let config = &state.config;
-        let route = Catalog.resolve(req.method(), req.uri(), req.version())?; // 404: not a SparkRTC operation
+        // 404: not a SparkRTC operation.
+        let route = Catalog.resolve(req.method(), req.uri(), req.version())?;
         record.route(&route);
-        let app = served_app(config, &route)?; // 403: app not served, foreign project
+        // 403: app not served, or a v1 path naming a foreign project.
+        let app = served_app(config, &route)?;
         record.served();
-        let who = config.callers.identify(peer.addr.ip(), req.headers(), &peer.cert_names)?; // 403: unknown key
+        // 403: a caller key that matches no caller.
+        let who = config.callers.identify(peer.addr.ip(), req.headers(), &peer.cert_names)?;
         record.caller(&who);
-        self.authorize(app, &who, &route, record)?; // 403: no rule allows it
-                                                    // Limit after authorization, so refused calls spend no app's budget.
-        self.limit(state, &route, &who, record)?; // 429 + Retry-After
+        // 403: no rule allows it.
+        self.authorize(app, &who, &route, record)?;
+        // 429: after authorization, so refused calls spend no app's budget.
+        self.limit(state, &route, &who, record)?;
         let (parts, body) = req.into_parts();
-        let mut headers = relay::signed_headers(&parts.headers, route.operation, &app.profile.project_id)?; // 400
-        let body = relay::read_body(body, &parts.headers, config.max_body_bytes, BODY_READ_TIMEOUT).await?; // 413
-        let json = validate::body(route.operation, &body)?; // 400: SparkRTC would refuse it too
+        // 400: an unusable Content-Type.
+        let headers = relay::signed_headers(&parts.headers, route.operation)?;
+        // 413 / 408: the body, capped.
+        let body = relay::read_body(body, &parts.headers, config.max_body_bytes, BODY_READ_TIMEOUT).await?;
+        // 400: SparkRTC would refuse it too.
+        let json = validate::body(route.operation, &body)?;
         record.body(body.len(), json.as_ref());
-        let signed = self.sign(config, &route, &mut headers, &app.profile, body)?; // AK/SK signature
+        // 503: no usable credentials (IAM down and no valid token, expired temporary keys).
+        let auth = state.credentials.authorization(&app.profile).await?;
+        // 502 / 504: AK/SK signature or token on, sent, one retry on a refused token.
         let sent = Instant::now();
-        let rsp = state.upstream.send(signed).await; // 502 / 504
+        let rsp = self.send(state, &route, &headers, &app.profile, auth, body).await;
         record.upstream = Some(sent.elapsed());
         let rsp = rsp?;
         self.check_clock(&rsp);
+        // Status, X-request-Id, Content-Type and the body, streamed.
         Ok(relay::to_caller(rsp, &record.request_id, state.upstream.response_timeout()))
-        // status, X-request-Id, body
     }
 
     fn authorize(&self, app: &App, who: &Identity, route: &Route, record: &mut CallRecord) -> Result<(), GatewayError> {
@@ -219,27 +238,61 @@ impl Gateway {
         Ok(())
     }
 
-    /// Signs the exact bytes that will be forwarded, and builds the upstream request from the
-    /// signed parts only.
-    fn sign(
+    /// Sends the call with its credential. If SparkRTC refuses a token the gateway believed
+    /// valid (401), the token is dropped, a new one fetched, and the call retried once: safe,
+    /// because the upstream refused it at authentication, before acting on it.
+    async fn send(
+        &self,
+        state: &State,
+        route: &Route,
+        headers: &HeaderList,
+        profile: &Profile,
+        auth: Authorization,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        let req = self.upstream_request(&state.config, route, headers, profile, &auth, body.clone())?;
+        let rsp = state.upstream.send(req).await?;
+        let Authorization::Token(token) = &auth else { return Ok(rsp) };
+        if rsp.status() != http::StatusCode::UNAUTHORIZED {
+            return Ok(rsp);
+        }
+        tracing::warn!(profile = %profile.name, "SparkRTC refused the IAM token; fetching a new one and retrying once");
+        state.credentials.invalidate(profile, token);
+        let fresh = state.credentials.authorization(profile).await?;
+        state.upstream.send(self.upstream_request(&state.config, route, headers, profile, &fresh, body)?).await
+    }
+
+    /// Builds the upstream request from the signed parts only. AK/SK: signs the exact bytes that
+    /// will be forwarded. Token: sets `X-Auth-Token`.
+    fn upstream_request(
         &self,
         config: &Config,
         route: &Route,
-        headers: &mut signer::HeaderList,
+        base: &HeaderList,
         profile: &Profile,
+        auth: &Authorization,
         body: Bytes,
     ) -> Result<Request<Full<Bytes>>, GatewayError> {
         let upstream = &config.upstream;
-        let input = SignInput {
-            method: route.operation.method.as_str(),
-            host: upstream.authority.as_str(),
-            path: &route.path,
-            query: &route.query,
-            body: &body,
-        };
-        let now = SdkDate::from_system_time(self.inner.clock.now());
-        signer::sign(&input, headers, &profile.key, now).map_err(|e| GatewayError::Internal(Box::new(e)))?;
-
+        let mut headers = base.clone();
+        match auth {
+            Authorization::Key(key) => {
+                headers.set("X-Project-Id", profile.project_id.as_str());
+                let input = SignInput {
+                    method: route.operation.method.as_str(),
+                    host: upstream.authority.as_str(),
+                    path: &route.path,
+                    query: &route.query,
+                    body: &body,
+                };
+                let now = SdkDate::from_system_time(self.inner.clock.now());
+                signer::sign(&input, &mut headers, &key.key, now).map_err(|e| GatewayError::Internal(Box::new(e)))?;
+            }
+            Authorization::Token(token) => {
+                headers.set("X-Auth-Token", token.value.expose());
+                headers.set("Host", upstream.authority.as_str());
+            }
+        }
         let query = route.query.to_string();
         let path_and_query = if query.is_empty() { route.path.clone() } else { format!("{}?{query}", route.path) };
         let internal = |e: http::Error| GatewayError::Internal(Box::new(e));
@@ -255,7 +308,9 @@ impl Gateway {
         let out = req.headers_mut();
         for (name, value) in headers.iter() {
             let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| internal(e.into()))?;
-            let value = HeaderValue::from_str(value).map_err(|e| internal(e.into()))?;
+            let mut value = HeaderValue::from_str(value).map_err(|e| internal(e.into()))?;
+            // Keeps credentials out of hyper's own debug output.
+            value.set_sensitive(true);
             out.insert(name, value);
         }
         // Not signed, so the upstream ignores it for authentication; it only names us in its logs.

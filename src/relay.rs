@@ -47,9 +47,10 @@ where
     }
 }
 
-/// The headers the gateway signs: `Content-Type` (the caller's, else the operation's) and
-/// `X-Project-Id`. The signer adds `Host`, `X-Sdk-Date`, `X-Security-Token` and `Authorization`.
-pub fn signed_headers(caller: &HeaderMap, op: &Operation, project_id: &str) -> Result<HeaderList, GatewayError> {
+/// The one header taken from the caller: `Content-Type` (the caller's, else the operation's).
+/// The authorize phase adds `X-Project-Id` and the signer `Host`, `X-Sdk-Date`,
+/// `X-Security-Token` and `Authorization`; or `X-Auth-Token` with a token.
+pub fn signed_headers(caller: &HeaderMap, op: &Operation) -> Result<HeaderList, GatewayError> {
     let content_type = match caller.get(header::CONTENT_TYPE) {
         None => op.content_type,
         Some(v) => v
@@ -64,7 +65,6 @@ pub fn signed_headers(caller: &HeaderMap, op: &Operation, project_id: &str) -> R
     }
     let mut headers = HeaderList::new();
     headers.set("Content-Type", content_type);
-    headers.set("X-Project-Id", project_id);
     Ok(headers)
 }
 

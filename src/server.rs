@@ -23,6 +23,8 @@ use crate::tls::{self, ReloadingCert};
 
 /// How often certificate files are checked for changes.
 const CERT_CHECK_EVERY: Duration = Duration::from_secs(10);
+/// How often key files are re-read and IAM tokens checked for refresh.
+const CREDENTIALS_EVERY: Duration = Duration::from_secs(2);
 
 /// The gateway serving in the background.
 pub struct Running {
@@ -169,6 +171,19 @@ pub async fn start(gateway: Gateway, listen: Option<SocketAddr>) -> Result<Runni
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(CERT_CHECK_EVERY) => reload_cert(&cert),
+                    _ = stopped.wait_for(|s| *s) => break,
+                }
+            }
+        });
+    }
+    {
+        let (gateway, mut stopped) = (gateway.clone(), stopped.clone());
+        tokio::spawn(async move {
+            // Fetch tokens before the first call needs one, then keep them and the keys fresh.
+            loop {
+                gateway.maintain_credentials().await;
+                tokio::select! {
+                    () = tokio::time::sleep(CREDENTIALS_EVERY) => {}
                     _ = stopped.wait_for(|s| *s) => break,
                 }
             }

@@ -70,7 +70,7 @@ fn secrets_come_from_files_trimmed() {
     std::fs::write(dir.join("sk"), "SK-from-file\n").unwrap_or_else(|e| panic!("{e}"));
     let text = "[profiles.p]\naccess_key = \"AK\"\nsecret_key_file = \"sk\"\nproject_id = \"p1\"\n";
     let config = Config::parse(text, "t.toml", &dir, &|_| None).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.profiles["p"].key.secret_key.expose(), "SK-from-file");
+    assert_eq!(config.profiles["p"].signing_key().unwrap().secret_key.expose(), "SK-from-file");
     assert!(!format!("{config:?}").contains("SK-from-file"), "Debug output shows the secret");
 }
 

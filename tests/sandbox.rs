@@ -46,7 +46,7 @@ async fn sandbox() -> (SocketAddr, Config) {
 /// Signs like a client of the official SDK would, with the given secret key.
 async fn send_signed(addr: SocketAddr, sk: &str, body: &str) -> (u16, serde_json::Value) {
     let config = support::parse_config(&support::config_text(addr, ""));
-    let mut key = config.profiles["main"].key.clone();
+    let mut key = config.profiles["main"].signing_key().unwrap().clone();
     key.secret_key = sparkrtc_gateway::secret::Secret::new(sk);
     let host = addr.to_string();
     let query = CanonicalQuery::default();

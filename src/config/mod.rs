@@ -5,6 +5,7 @@
 //! environment variable (`secret_key_env`) or a file of its own (`secret_key_file`).
 
 mod policy;
+mod profile;
 mod reader;
 mod validate;
 
@@ -17,8 +18,10 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 
+use crate::credentials::keys::{KeyFiles, LoadedKey};
 use crate::policy::{Access, Callers};
 use crate::ratelimit::LimitSpec;
+use crate::secret::Secret;
 use crate::signer::SigningKey;
 
 pub use reader::{parse_duration, Problem};
@@ -113,7 +116,42 @@ pub struct Log {
 pub struct Profile {
     pub name: String,
     pub project_id: String,
-    pub key: SigningKey,
+    pub auth: Auth,
+}
+
+impl Profile {
+    /// The AK/SK as loaded from the config (files may have changed since; see `credentials`).
+    pub fn signing_key(&self) -> Option<&SigningKey> {
+        match &self.auth {
+            Auth::Keys { key, .. } => Some(&key.key),
+            Auth::Token(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// AK/SK signing. `files` names the files to re-read when they change.
+    Keys { key: LoadedKey, files: KeyFiles },
+    /// An IAM token in `X-Auth-Token`.
+    Token(TokenSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSpec {
+    /// IAM's endpoint, scheme and host (`https://iam.cn-north-4.myhuaweicloud.com`).
+    pub iam_endpoint: http::Uri,
+    pub method: TokenMethod,
+    /// Fetch a new token when less than this remains of the current one.
+    pub refresh_before: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenMethod {
+    /// An IAM user's password; a `password_file` is re-read at each fetch.
+    Password { domain: String, user: String, password: Secret, password_file: Option<PathBuf> },
+    /// Assume `agency` of account `domain`, the call signed with the keys of profile `via`.
+    Agency { domain: String, agency: String, via: String },
 }
 
 /// A served app (or the account-level operations): its credentials, allowlist and limits.

@@ -11,8 +11,7 @@ use http::Uri;
 
 use super::reader::{Problem, Problems, Table};
 use super::*;
-use crate::secret::Secret;
-use crate::signer::{Algorithm, MAX_SIGNED_BODY_BYTES};
+use crate::signer::MAX_SIGNED_BODY_BYTES;
 
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -51,6 +50,8 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
     admin.finish(&mut p);
 
     let mut upstream_table = root.table("upstream", &mut p);
+    let allow_http = upstream_table.has("allow_http")
+        && matches!(doc.get("upstream").and_then(|u| u.get("allow_http")), Some(toml::Value::Boolean(true)));
     let upstream = upstream(&mut upstream_table, base, &mut p);
     upstream_table.finish(&mut p);
 
@@ -63,10 +64,24 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
     let profile_entries = profiles_table.entries(&mut p);
     let declared: Vec<&str> = profile_entries.iter().map(|(name, _)| *name).collect();
     for (name, mut t) in profile_entries {
-        if let Some(profile) = profile(name, &mut t, base, env, &mut p) {
+        if let Some(profile) = super::profile::profile(name, &mut t, base, env, allow_http, &mut p) {
             profiles.insert(name.to_owned(), Arc::new(profile));
         }
         t.finish(&mut p);
+    }
+    // An agency token is fetched with another profile's AK/SK. A declared profile that failed
+    // its own checks is not reported twice.
+    for profile in profiles.values() {
+        if let Auth::Token(TokenSpec { method: TokenMethod::Agency { via, .. }, .. }) = &profile.auth {
+            let is_keys = profiles.get(via).is_some_and(|v| matches!(v.auth, Auth::Keys { .. }));
+            let failed_itself = declared.contains(&via.as_str()) && !profiles.contains_key(via);
+            if !is_keys && !failed_itself {
+                p.push(
+                    format!("profiles.{}.via", profile.name),
+                    format!("{via:?} must name an aksk profile, whose keys sign the assume-role call"),
+                );
+            }
+        }
     }
     if !profiles_table.has_any() {
         p.push(
@@ -245,94 +260,6 @@ fn log(t: &mut Table<'_>, p: &mut Problems) -> Log {
     Log { format, level }
 }
 
-fn profile(name: &str, t: &mut Table<'_>, base: &Path, env: Env<'_>, p: &mut Problems) -> Option<Profile> {
-    let access_key = secret(t, "access_key", true, base, env, p);
-    let secret_key = secret(t, "secret_key", true, base, env, p);
-    let security_token = secret(t, "security_token", false, base, env, p);
-    let project_id = t.string("project_id", p);
-    if project_id.is_none_or(|id| id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')) {
-        p.push(t.key_path("project_id"), "set the Huawei Cloud project id of the region SparkRTC runs in (32 hex characters, from the console's My Credentials page)");
-    }
-    let algorithm = match t.string("algorithm", p).unwrap_or("SDK-HMAC-SHA256") {
-        "SDK-HMAC-SHA256" => Some(Algorithm::HmacSha256),
-        "SDK-HMAC-SM3" => Some(Algorithm::HmacSm3),
-        "V11-HMAC-SHA256" => match t.string("region", p) {
-            Some(region) => Some(Algorithm::V11HmacSha256 {
-                region: region.to_owned(),
-                service: t.string("service", p).unwrap_or(DEFAULT_V11_SERVICE).to_owned(),
-            }),
-            None => {
-                p.push(
-                    t.key_path("region"),
-                    "V11-HMAC-SHA256 derives its key per region; set region, e.g. \"cn-north-4\"",
-                );
-                None
-            }
-        },
-        other => {
-            p.push(t.key_path("algorithm"), format!("{other:?} is not supported; use \"SDK-HMAC-SHA256\" (default), \"SDK-HMAC-SM3\" or \"V11-HMAC-SHA256\""));
-            None
-        }
-    };
-    let key = SigningKey { algorithm: algorithm?, access_key: access_key?, secret_key: secret_key?, security_token };
-    Some(Profile { name: name.to_owned(), project_id: project_id?.to_owned(), key })
-}
-
-/// A secret from exactly one of `NAME` (inline), `NAME_env` or `NAME_file`. Messages never show it.
-fn secret(
-    t: &mut Table<'_>,
-    name: &str,
-    required: bool,
-    base: &Path,
-    env: Env<'_>,
-    p: &mut Problems,
-) -> Option<Secret> {
-    let env_key = format!("{name}_env");
-    let file_key = format!("{name}_file");
-    let given = [name, env_key.as_str(), file_key.as_str()].into_iter().filter(|k| t.has(k)).count();
-    if given != 1 {
-        if given > 1 || required {
-            let what = if given > 1 { "is given more than once" } else { "is missing" };
-            p.push(t.key_path(name), format!("{what}; set exactly one of {env_key} (an environment variable), {file_key} (a file holding it) or {name} (inline, for demos only)"));
-        }
-        // Mark the keys read so they are not also reported as unknown.
-        let _ = (t.secret_string(name, p), t.string(&env_key, p), t.string(&file_key, p));
-        return None;
-    }
-    if let Some(value) = t.secret_string(name, p) {
-        return non_empty(Secret::new(value), t.key_path(name), "is empty", p);
-    }
-    if let Some(var) = t.string(&env_key, p) {
-        let value = env(var).unwrap_or_default();
-        return non_empty(
-            Secret::new(value.trim()),
-            t.key_path(&env_key),
-            &format!("names the environment variable {var}, which is not set or is empty; export it before starting"),
-            p,
-        );
-    }
-    let file = base.join(t.string(&file_key, p)?);
-    match std::fs::read_to_string(&file) {
-        // Secret mounts often end in a newline the value does not include.
-        Ok(value) => non_empty(
-            Secret::new(value.trim()),
-            t.key_path(&file_key),
-            &format!("{:?} is empty", file.display().to_string()),
-            p,
-        ),
-        Err(e) => {
-            p.push(
-                t.key_path(&file_key),
-                format!(
-                    "cannot read {:?}: {e}; check the path and that the gateway's user may read it",
-                    file.display().to_string()
-                ),
-            );
-            None
-        }
-    }
-}
-
 fn app(
     t: &mut Table<'_>,
     profiles: &BTreeMap<String, Arc<Profile>>,
@@ -343,14 +270,6 @@ fn app(
     let profile = profile_ref(t, profiles, declared, p);
     let (access, limit, operation_limits) = super::policy::access(t, callers, p);
     Some(App { profile: profile?, access, limit, operation_limits })
-}
-
-fn non_empty(s: Secret, key: String, message: &str, p: &mut Problems) -> Option<Secret> {
-    if s.expose().is_empty() {
-        p.push(key, message);
-        return None;
-    }
-    Some(s)
 }
 
 /// The profile named by `profile`. A declared profile with problems of its own is not reported

@@ -90,8 +90,10 @@ pub fn verify<'p>(
 ) -> Result<&'p Arc<Profile>, Rejection> {
     let auth = parts.headers.get(header::AUTHORIZATION).ok_or(Rejection::MissingAuthorization)?;
     let auth = auth.to_str().ok().and_then(parse_authorization).ok_or(Rejection::MalformedAuthorization)?;
-    let profile =
-        profiles.iter().find(|p| p.key.access_key.expose() == auth.access_key).ok_or(Rejection::UnknownAccessKey)?;
+    let (profile, known) = profiles
+        .iter()
+        .find_map(|p| p.signing_key().filter(|k| k.access_key.expose() == auth.access_key).map(|k| (p, k)))
+        .ok_or(Rejection::UnknownAccessKey)?;
     let date = parts
         .headers
         .get(signer::HEADER_DATE)
@@ -115,8 +117,8 @@ pub fn verify<'p>(
     }
     let key = SigningKey {
         algorithm: auth.algorithm,
-        access_key: profile.key.access_key.clone(),
-        secret_key: profile.key.secret_key.clone(),
+        access_key: known.access_key.clone(),
+        secret_key: known.secret_key.clone(),
         security_token: None,
     };
     let query = CanonicalQuery::parse(parts.uri.query().unwrap_or(""));
@@ -128,7 +130,7 @@ pub fn verify<'p>(
     if headers.exact("x-project-id") != Some(profile.project_id.as_str()) {
         return Err(Rejection::ProjectMismatch);
     }
-    if let Some(token) = &profile.key.security_token {
+    if let Some(token) = &known.security_token {
         if headers.exact("x-security-token") != Some(token.expose()) {
             return Err(Rejection::SecurityTokenMismatch);
         }

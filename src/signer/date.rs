@@ -51,6 +51,17 @@ impl SdkDate {
     }
 }
 
+/// Parses an RFC 3339 UTC timestamp as IAM writes them (`2024-01-03T03:04:05.000000Z`);
+/// fractions of a second are dropped.
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let s = s.trim();
+    let (date, time) = s.split_once(['T', 't', ' '])?;
+    let time = time.strip_suffix(['Z', 'z']).or_else(|| time.strip_suffix("+00:00"))?;
+    let time = time.split_once('.').map_or(time, |(whole, _)| whole);
+    let compact = format!("{}T{}Z", date.replace('-', ""), time.replace(':', ""));
+    SdkDate::parse(&compact).map(|d| UNIX_EPOCH + Duration::from_secs(d.unix()))
+}
+
 impl fmt::Display for SdkDate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (y, m, d) = civil_from_days(self.0 / 86_400);
@@ -107,6 +118,14 @@ mod tests {
         assert_eq!(SdkDate::from_unix(1_704_164_645).to_string(), "20240102T030405Z");
         assert_eq!(SdkDate::from_unix(951_782_400).to_string(), "20000229T000000Z");
         assert_eq!(SdkDate::from_unix(0).day(), "19700101");
+    }
+
+    #[test]
+    fn parses_iam_expiry_times() {
+        let t = parse_rfc3339("2024-01-03T03:04:05.000000Z").map(SdkDate::from_system_time);
+        assert_eq!(t.map(|d| d.to_string()), Some("20240103T030405Z".to_owned()));
+        assert!(parse_rfc3339("2024-01-03T03:04:05+08:00").is_none(), "only UTC is accepted, never guessed");
+        assert!(parse_rfc3339("yesterday").is_none());
     }
 
     #[test]

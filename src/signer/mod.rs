@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use sm3::Sm3;
 
 pub use canonical::{canonical_uri, py_strip, CanonicalQuery, CanonicalRequest, HeaderList};
-pub use date::SdkDate;
+pub use date::{parse_rfc3339, SdkDate};
 
 use crate::secret::Secret;
 use encoding::hex_lower;

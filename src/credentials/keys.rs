@@ -1,0 +1,113 @@
+//! AK/SK key material that can change while the gateway runs: keys read from files (a
+//! Kubernetes secret mount, a vault agent's output) are re-read, and the new key is used by the
+//! next signed call. A file that becomes unreadable or invalid leaves the old key in place.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use crate::secret::Secret;
+use crate::signer::{parse_rfc3339, SigningKey};
+
+/// Where a profile's keys come from, for those given as files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyFiles {
+    pub access_key: Option<PathBuf>,
+    pub secret_key: Option<PathBuf>,
+    pub security_token: Option<PathBuf>,
+    /// Temporary keys as IAM returns them: `{"access", "secret", "securitytoken", "expires_at"}`,
+    /// optionally inside `{"credential": ...}`.
+    pub credentials: Option<PathBuf>,
+}
+
+impl KeyFiles {
+    pub fn any(&self) -> bool {
+        self.access_key.is_some()
+            || self.secret_key.is_some()
+            || self.security_token.is_some()
+            || self.credentials.is_some()
+    }
+}
+
+/// A signing key and, for temporary keys, when it stops working.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadedKey {
+    pub key: SigningKey,
+    pub expires_at: Option<SystemTime>,
+}
+
+/// Reads one secret file, trimmed. Errors name the file, never its content.
+pub fn read_secret(path: &Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value = text.trim();
+    if value.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(Secret::new(value))
+}
+
+/// Reads a temporary-credentials JSON file: access key, secret key, security token, expiry.
+pub fn read_credentials(path: &Path) -> Result<(Secret, Secret, Secret, SystemTime), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|_| format!("{} is not JSON", path.display()))?;
+    let c = json.get("credential").unwrap_or(&json);
+    let field = |name: &str| {
+        c.get(name)
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("{} has no \"{name}\"", path.display()))
+    };
+    let expires = field("expires_at")?;
+    let expires_at = parse_rfc3339(expires)
+        .ok_or_else(|| format!("{}: expires_at {expires:?} is not a UTC RFC 3339 time", path.display()))?;
+    Ok((Secret::new(field("access")?), Secret::new(field("secret")?), Secret::new(field("securitytoken")?), expires_at))
+}
+
+/// A profile's current AK/SK, swapped whole when its files change.
+#[derive(Debug)]
+pub struct KeySource {
+    current: ArcSwap<LoadedKey>,
+    files: KeyFiles,
+}
+
+impl KeySource {
+    pub fn new(initial: LoadedKey, files: KeyFiles) -> Self {
+        KeySource { current: ArcSwap::from_pointee(initial), files }
+    }
+
+    pub fn current(&self) -> Arc<LoadedKey> {
+        self.current.load_full()
+    }
+
+    /// Re-reads the key files. `Ok(true)` when the key changed; an error keeps the old key.
+    pub fn refresh(&self) -> Result<bool, String> {
+        if !self.files.any() {
+            return Ok(false);
+        }
+        let old = self.current.load_full();
+        let mut next = LoadedKey::clone(&old);
+        if let Some(path) = &self.files.credentials {
+            let (ak, sk, token, expires_at) = read_credentials(path)?;
+            next.key.access_key = ak;
+            next.key.secret_key = sk;
+            next.key.security_token = Some(token);
+            next.expires_at = Some(expires_at);
+        }
+        if let Some(path) = &self.files.access_key {
+            next.key.access_key = read_secret(path)?;
+        }
+        if let Some(path) = &self.files.secret_key {
+            next.key.secret_key = read_secret(path)?;
+        }
+        if let Some(path) = &self.files.security_token {
+            next.key.security_token = Some(read_secret(path)?);
+        }
+        if next == *old {
+            return Ok(false);
+        }
+        self.current.store(Arc::new(next));
+        Ok(true)
+    }
+}
