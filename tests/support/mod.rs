@@ -67,13 +67,18 @@ type Script = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
 #[derive(Clone)]
 pub struct MockUpstream {
     seen: Arc<Mutex<Vec<Seen>>>,
-    profiles: Arc<[Arc<Profile>]>,
+    profiles: Arc<Mutex<Vec<Arc<Profile>>>>,
     script: Script,
 }
 
 impl MockUpstream {
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The keys signatures are verified with from now on (after a key rotation).
+    pub fn verify_with(&self, profiles: Vec<Arc<Profile>>) {
+        *self.profiles.lock().unwrap_or_else(|e| panic!("{e}")) = profiles;
     }
 }
 
@@ -82,7 +87,8 @@ impl Handler for MockUpstream {
         let (parts, body) = req.into_parts();
         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let now = SdkDate::from_system_time(std::time::SystemTime::now());
-        let verified = sandbox::verify(&parts, &body, &self.profiles, now).map(|p| p.name.clone());
+        let profiles = self.profiles.lock().map(|p| p.clone()).unwrap_or_default();
+        let verified = sandbox::verify(&parts, &body, &profiles, now).map(|p| p.name.clone());
         let seen = Seen {
             method: parts.method.to_string(),
             path_and_query: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
@@ -189,7 +195,8 @@ pub async fn mock_upstream(
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
     let text = config(addr);
     let profiles = parse_config(&text).profiles.values().cloned().collect();
-    let upstream = MockUpstream { seen: Arc::default(), profiles, script: Arc::new(script) };
+    let upstream =
+        MockUpstream { seen: Arc::default(), profiles: Arc::new(Mutex::new(profiles)), script: Arc::new(script) };
     let tls = sparkrtc_gateway::tls::server_config(&data("certs/server.pem"), &data("certs/server.key"))
         .unwrap_or_else(|e| panic!("{e}"));
     tokio::spawn(listener::serve(
@@ -212,7 +219,7 @@ pub async fn start_with(
     let config = parse_config(&config(upstream_addr));
     let upstream = MockUpstream {
         seen: Arc::default(),
-        profiles: config.profiles.values().cloned().collect(),
+        profiles: Arc::new(Mutex::new(config.profiles.values().cloned().collect())),
         script: Arc::new(script),
     };
     let tls = sparkrtc_gateway::tls::server_config(&data("certs/server.pem"), &data("certs/server.key"))
@@ -290,7 +297,7 @@ impl Harness {
     /// A harness around a gateway started elsewhere, with no mock upstream of its own.
     pub fn client_for(gateway: SocketAddr) -> Harness {
         let upstream =
-            MockUpstream { seen: Arc::default(), profiles: Arc::new([]), script: Arc::new(|_| Reply::Stall) };
+            MockUpstream { seen: Arc::default(), profiles: Arc::default(), script: Arc::new(|_| Reply::Stall) };
         Harness {
             gateway,
             instance: None,

@@ -1,0 +1,406 @@
+//! Credentials that never stop working: IAM tokens (one fetch for many callers, refetch on
+//! expiry, a clean 503 when IAM is down and no token is left, an old token serving through an
+//! IAM outage, one refresh and one retry on a refused token), AK/SK and token apps side by side,
+//! key rotation through files, temporary keys with expiry, and no secret in any log line.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed expectation is the test failing
+
+mod support;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use sparkrtc_gateway::body::Body;
+use sparkrtc_gateway::clock::{Clock, ManualClock};
+use sparkrtc_gateway::gateway::Peer;
+use sparkrtc_gateway::listener::{self, Handler};
+use sparkrtc_gateway::signer::SdkDate;
+use sparkrtc_gateway::{Gateway, Running};
+use support::{config_with, data, mock_upstream, Harness, Reply, Seen, ALLOW_ALL, APP};
+
+const TOKEN_APP: &str = "token-app";
+const PASSWORD: &str = "iam-user-password-do-not-log";
+const TOKEN_TTL: Duration = Duration::from_secs(24 * 3_600);
+
+/// A mock IAM: counts token requests, issues `issued-token-N`, can be taken down.
+struct Iam {
+    calls: AtomicUsize,
+    down: AtomicBool,
+    /// Tokens SparkRTC (the mock upstream) accepts.
+    valid: Mutex<HashSet<String>>,
+    bodies: Mutex<Vec<serde_json::Value>>,
+    clock: Arc<ManualClock>,
+}
+
+#[derive(Clone)]
+struct IamHandler(Arc<Iam>);
+
+fn rfc3339(t: SystemTime) -> String {
+    let d = SdkDate::from_system_time(t).to_string();
+    format!("{}-{}-{}T{}:{}:{}.000000Z", &d[0..4], &d[4..6], &d[6..8], &d[9..11], &d[11..13], &d[13..15])
+}
+
+impl Handler for IamHandler {
+    async fn call(&self, req: Request<Incoming>, _peer: Peer) -> Response<Body> {
+        let iam = &self.0;
+        let n = iam.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        assert_eq!(req.uri().path_and_query().map(|p| p.as_str()), Some("/v3/auth/tokens?nocatalog=true"));
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        iam.bodies.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+        let mut rsp = Response::new(Body::empty());
+        if iam.down.load(Ordering::SeqCst) {
+            *rsp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            return rsp;
+        }
+        let token = format!("issued-token-{n}");
+        iam.valid.lock().unwrap().insert(token.clone());
+        let now = iam.clock.now();
+        let json =
+            serde_json::json!({ "token": { "expires_at": rfc3339(now + TOKEN_TTL), "issued_at": rfc3339(now) } });
+        let mut rsp = Response::new(Body::full(Bytes::from(json.to_string())));
+        *rsp.status_mut() = StatusCode::CREATED;
+        rsp.headers_mut().insert("x-subject-token", token.parse().unwrap());
+        rsp
+    }
+}
+
+async fn start_iam(clock: Arc<ManualClock>) -> (Arc<Iam>, SocketAddr) {
+    let iam = Arc::new(Iam {
+        calls: AtomicUsize::new(0),
+        down: AtomicBool::new(false),
+        valid: Mutex::default(),
+        bodies: Mutex::default(),
+        clock,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tls = sparkrtc_gateway::tls::server_config(&data("certs/server.pem"), &data("certs/server.key")).unwrap();
+    tokio::spawn(listener::serve(
+        listener,
+        Some(tls),
+        IamHandler(iam.clone()),
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    (iam, addr)
+}
+
+/// SparkRTC's answer: AK/SK calls must verify, token calls must carry a token IAM issued.
+fn sparkrtc(iam: Arc<Iam>) -> impl Fn(&Seen) -> Reply + Send + Sync + 'static {
+    move |seen| match seen.headers.get("x-auth-token").and_then(|t| t.to_str().ok()) {
+        Some(token) if iam.valid.lock().unwrap().contains(token) => Reply::status(202),
+        Some(_) => Reply::status(401),
+        None if seen.verified.is_ok() => Reply::status(202),
+        None => Reply::status(401),
+    }
+}
+
+fn token_profile(iam: SocketAddr) -> String {
+    format!(
+        r#"
+[profiles.tok]
+kind = "token"
+iam_endpoint = "https://127.0.0.1:{}"
+domain = "my-account"
+user = "gateway-user"
+password = "{PASSWORD}"
+project_id = "fedcba9876543210fedcba9876543210"
+
+[apps."{TOKEN_APP}"]
+profile = "tok"
+{ALLOW_ALL}
+"#,
+        iam.port()
+    )
+}
+
+struct Setup {
+    iam: Arc<Iam>,
+    clock: Arc<ManualClock>,
+    h: Harness,
+    running: Running,
+}
+
+async fn setup(iam_down: bool) -> Setup {
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let (iam, iam_addr) = start_iam(clock.clone()).await;
+    iam.down.store(iam_down, Ordering::SeqCst);
+    let (upstream, _, text) =
+        mock_upstream(sparkrtc(iam.clone()), |addr| config_with(addr, ALLOW_ALL, ALLOW_ALL, &token_profile(iam_addr)))
+            .await;
+    let gateway = Gateway::with_clock(support::parse_config(&text), clock.clone()).unwrap();
+    let running = sparkrtc_gateway::start(gateway, None).await.unwrap();
+    let h = Harness::around(&running, upstream);
+    Setup { iam, clock, h, running }
+}
+
+fn show_app(app: &str) -> String {
+    format!("/v2/apps/{app}")
+}
+
+#[tokio::test]
+async fn concurrent_first_calls_cause_one_token_fetch_and_expiry_one_refetch() {
+    let s = setup(false).await;
+    let h = Arc::new(s.h);
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { h.call("GET", &show_app(TOKEN_APP), &[], "").await.status })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 202);
+    }
+    assert_eq!(s.iam.calls.load(Ordering::SeqCst), 1, "one fetch for twenty concurrent calls");
+    let body = s.iam.bodies.lock().unwrap()[0].clone();
+    assert_eq!(body["auth"]["identity"]["methods"], serde_json::json!(["password"]));
+    assert_eq!(body["auth"]["identity"]["password"]["user"]["name"], "gateway-user");
+    assert_eq!(body["auth"]["scope"]["project"]["id"], "fedcba9876543210fedcba9876543210");
+
+    s.clock.advance(TOKEN_TTL + Duration::from_secs(1));
+    assert_eq!(h.call("GET", &show_app(TOKEN_APP), &[], "").await.status, 202);
+    assert_eq!(s.iam.calls.load(Ordering::SeqCst), 2, "the expired token was replaced once");
+    let tokens: HashSet<String> = h
+        .upstream
+        .seen()
+        .iter()
+        .filter_map(|r| r.headers.get("x-auth-token")?.to_str().ok().map(str::to_owned))
+        .collect();
+    assert_eq!(tokens, HashSet::from(["issued-token-1".to_owned(), "issued-token-2".to_owned()]));
+    assert!(
+        h.upstream.seen().iter().all(|r| !r.headers.contains_key("authorization")),
+        "token calls carry no AK/SK signature"
+    );
+}
+
+#[tokio::test]
+async fn iam_down_without_a_token_gives_503_retry_after_and_not_ready() {
+    let s = setup(true).await;
+    let answer = s.h.call("GET", &show_app(TOKEN_APP), &[], "").await;
+    answer.assert_gateway_error(503, "RTCGW.5030");
+    let retry: u64 = answer.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry >= 1);
+    assert!(s.h.upstream.seen().is_empty(), "no call went out without a token");
+    let readyz = s.h.call_at(s.running.admin_addr.unwrap(), "GET", "/readyz", &[], "").await;
+    assert_eq!(readyz.status, 503);
+    assert!(readyz.body.contains("profile \"tok\" has no valid IAM token: IAM answered 503"), "{}", readyz.body);
+    assert_eq!(s.h.call("GET", &show_app(APP), &[], "").await.status, 202, "AK/SK apps are unaffected");
+
+    // IAM comes back: after the backoff the next call fetches a token.
+    s.iam.down.store(false, Ordering::SeqCst);
+    s.clock.advance(Duration::from_secs(61));
+    assert_eq!(s.h.call("GET", &show_app(TOKEN_APP), &[], "").await.status, 202);
+    assert_eq!(s.h.call_at(s.running.admin_addr.unwrap(), "GET", "/readyz", &[], "").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_still_valid_token_keeps_serving_through_an_iam_outage() {
+    let s = setup(false).await;
+    assert_eq!(s.h.call("GET", &show_app(TOKEN_APP), &[], "").await.status, 202);
+    s.iam.down.store(true, Ordering::SeqCst);
+    // Inside the refresh window (less than an hour left): a refresh is tried and fails.
+    s.clock.advance(TOKEN_TTL - Duration::from_secs(600));
+    s.running.gateway.maintain_credentials().await;
+    assert!(s.iam.calls.load(Ordering::SeqCst) >= 2, "a refresh ahead of expiry was tried");
+    for _ in 0..3 {
+        assert_eq!(s.h.call("GET", &show_app(TOKEN_APP), &[], "").await.status, 202);
+    }
+    assert_eq!(
+        s.h.call_at(s.running.admin_addr.unwrap(), "GET", "/readyz", &[], "").await.status,
+        200,
+        "still ready: the token is valid"
+    );
+    assert_eq!(
+        s.running.gateway.counters().token_refresh_failures.load(Ordering::Relaxed),
+        1,
+        "failures back off instead of hammering IAM"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_token_causes_exactly_one_refresh_and_one_retry() {
+    let s = setup(false).await;
+    assert_eq!(s.h.call("GET", &show_app(TOKEN_APP), &[], "").await.status, 202);
+    s.iam.valid.lock().unwrap().clear(); // SparkRTC revokes issued-token-1
+    let answer = s.h.call("GET", &show_app(TOKEN_APP), &[], "").await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    assert_eq!(s.iam.calls.load(Ordering::SeqCst), 2, "one refresh");
+    let seen = s.h.upstream.seen();
+    assert_eq!(seen.len(), 3, "first call, the refused try, the one retry");
+    assert_eq!(seen[1].headers["x-auth-token"], "issued-token-1");
+    assert_eq!(seen[2].headers["x-auth-token"], "issued-token-2");
+}
+
+#[tokio::test]
+async fn aksk_and_token_apps_work_side_by_side() {
+    let s = setup(false).await;
+    let json = [("content-type", "application/json")];
+    let body = r#"{"user_ids":["u1"]}"#;
+    assert_eq!(s.h.call("POST", &format!("/v2/apps/{APP}/rooms/r/batch-remove-users"), &json, body).await.status, 202);
+    assert_eq!(
+        s.h.call("POST", &format!("/v2/apps/{TOKEN_APP}/rooms/r/batch-remove-users"), &json, body).await.status,
+        202
+    );
+    let seen = s.h.upstream.seen();
+    assert_eq!(seen[0].verified, Ok("main".to_owned()));
+    assert!(!seen[0].headers.contains_key("x-auth-token"));
+    assert!(seen[1].headers.contains_key("x-auth-token") && !seen[1].headers.contains_key("authorization"));
+    assert_eq!(seen[1].body, body.as_bytes());
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sparkrtc-gw-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn a_changed_key_file_signs_the_next_call_and_a_broken_one_keeps_the_old_key() {
+    let dir = temp_dir("rotation");
+    std::fs::write(dir.join("sk"), support::SK).unwrap();
+    let (upstream, _, text) = mock_upstream(
+        |seen| if seen.verified.is_ok() { Reply::status(202) } else { Reply::status(401) },
+        |addr| support::config_text(addr, ""),
+    )
+    .await;
+    let text =
+        text.replace("secret_key_env = \"TEST_SK\"", &format!("secret_key_file = \"{}\"", dir.join("sk").display()));
+    let running = sparkrtc_gateway::start(Gateway::new(support::parse_config(&text)).unwrap(), None).await.unwrap();
+    let h = Harness::around(&running, upstream.clone());
+    assert_eq!(h.call("GET", &show_app(APP), &[], "").await.status, 202);
+
+    const ROTATED: &str = "SK-rotated-0000000000000000000000000000";
+    std::fs::write(dir.join("sk"), format!("{ROTATED}\n")).unwrap();
+    running.gateway.maintain_credentials().await;
+    let rotated = support::parse_config(&text.replace(
+        &format!("secret_key_file = \"{}\"", dir.join("sk").display()),
+        &format!("secret_key = \"{ROTATED}\""),
+    ));
+    upstream.verify_with(rotated.profiles.values().cloned().collect());
+    assert_eq!(h.call("GET", &show_app(APP), &[], "").await.status, 202, "signed with the new key, no restart");
+
+    std::fs::write(dir.join("sk"), "   \n").unwrap();
+    running.gateway.maintain_credentials().await;
+    assert_eq!(h.call("GET", &show_app(APP), &[], "").await.status, 202, "an empty file keeps the rotated key");
+    std::fs::remove_file(dir.join("sk")).unwrap();
+    running.gateway.maintain_credentials().await;
+    assert_eq!(h.call("GET", &show_app(APP), &[], "").await.status, 202, "a missing file keeps it too");
+}
+
+#[tokio::test]
+async fn temporary_keys_carry_a_signed_security_token_and_their_expiry_is_respected() {
+    let dir = temp_dir("sts");
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let write = |expires: SystemTime| {
+        let json = serde_json::json!({ "credential": { "access": support::AK, "secret": support::SK, "securitytoken": "sts-token-xyz", "expires_at": rfc3339(expires) } });
+        std::fs::write(dir.join("sts.json"), json.to_string()).unwrap();
+    };
+    // Ten minutes, so the manual clock stays within SparkRTC's 15-minute skew of the mock's.
+    write(clock.now() + Duration::from_secs(600));
+    let (upstream, _, text) = mock_upstream(
+        |seen| if seen.verified.is_ok() { Reply::status(202) } else { Reply::status(401) },
+        |addr| support::config_text(addr, ""),
+    )
+    .await;
+    let text = text.replace(
+        &format!("access_key = \"{}\"\nsecret_key_env = \"TEST_SK\"", support::AK),
+        &format!("credentials_file = \"{}\"", dir.join("sts.json").display()),
+    );
+    let gateway = Gateway::with_clock(support::parse_config(&text), clock.clone()).unwrap();
+    let running = sparkrtc_gateway::start(gateway, None).await.unwrap();
+    let h = Harness::around(&running, upstream.clone());
+
+    assert_eq!(h.call("GET", &show_app(APP), &[], "").await.status, 202);
+    let seen = &upstream.seen()[0];
+    assert_eq!(seen.headers["x-security-token"], "sts-token-xyz");
+    assert!(
+        seen.headers["authorization"].to_str().unwrap().contains("x-security-token"),
+        "the security token is signed"
+    );
+
+    clock.advance(Duration::from_secs(601));
+    h.call("GET", &show_app(APP), &[], "").await.assert_gateway_error(503, "RTCGW.5030");
+    assert_eq!(h.call_at(running.admin_addr.unwrap(), "GET", "/readyz", &[], "").await.status, 503);
+    assert_eq!(upstream.seen().len(), 1, "expired keys are never sent");
+
+    write(clock.now() + Duration::from_secs(600));
+    running.gateway.maintain_credentials().await;
+    assert_eq!(h.call("GET", &show_app(APP), &[], "").await.status, 202, "new temporary keys are picked up");
+}
+
+/// Log output of this test binary at trace level, captured.
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || Capture(sink.clone()))
+            .init();
+        buffer
+    })
+    .clone()
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_secret_token_or_signature_appears_in_trace_logs() {
+    let logs = captured_logs();
+    let s = setup(false).await;
+    let json = [("content-type", "application/json")];
+    for app in [APP, TOKEN_APP] {
+        assert_eq!(
+            s.h.call("POST", &format!("/v2/apps/{app}/rooms/r/batch-remove-users"), &json, r#"{"user_ids":["u1"]}"#)
+                .await
+                .status,
+            202
+        );
+    }
+    s.iam.valid.lock().unwrap().clear();
+    assert_eq!(s.h.call("GET", &show_app(TOKEN_APP), &[], "").await.status, 202, "refused token, refresh, retry");
+    s.iam.down.store(true, Ordering::SeqCst);
+    s.clock.advance(TOKEN_TTL);
+    s.h.call("GET", &show_app(TOKEN_APP), &[], "").await.assert_gateway_error(503, "RTCGW.5030");
+    let _ = format!("{:?}", s.running.gateway.config());
+
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("IAM token fetched") && text.contains("IAM token fetch failed"),
+        "the scenarios ran and logged"
+    );
+    let mut secrets = vec![support::SK.to_owned(), PASSWORD.to_owned()];
+    for seen in s.h.upstream.seen() {
+        if let Some(auth) = seen.headers.get("authorization").and_then(|a| a.to_str().ok()) {
+            secrets.push(auth.rsplit("Signature=").next().unwrap().to_owned());
+        }
+        if let Some(token) = seen.headers.get("x-auth-token").and_then(|a| a.to_str().ok()) {
+            secrets.push(token.to_owned());
+        }
+    }
+    assert!(secrets.len() >= 6, "{secrets:?}");
+    for secret in &secrets {
+        assert!(!text.contains(secret.as_str()), "a secret, token or signature leaked into the logs: {secret}");
+    }
+    let debug = format!("{:?}", s.running.gateway.config());
+    assert!(!debug.contains(support::SK) && !debug.contains(PASSWORD), "Debug output shows a secret");
+}
