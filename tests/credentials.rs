@@ -8,10 +8,9 @@
 mod support;
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -336,36 +335,9 @@ async fn temporary_keys_carry_a_signed_security_token_and_their_expiry_is_respec
     assert_eq!(h.call("GET", &show_app(APP), &[], "").await.status, 202, "new temporary keys are picked up");
 }
 
-/// Log output of this test binary at trace level, captured.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = buffer.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || Capture(sink.clone()))
-            .init();
-        buffer
-    })
-    .clone()
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn no_secret_token_or_signature_appears_in_trace_logs() {
-    let logs = captured_logs();
+    let logs = support::captured_logs();
     let s = setup(false).await;
     let json = [("content-type", "application/json")];
     for app in [APP, TOKEN_APP] {

@@ -5,9 +5,8 @@
 
 mod support;
 
-use std::io::Write;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use support::{config_with, start_with, Reply, ALLOW_ALL, APP};
 
@@ -180,39 +179,9 @@ limit = { rate = "1/m", shadow = true }"#,
     assert_eq!(counters.refused_allowlist.load(Ordering::Relaxed), 0);
 }
 
-/// Log output of this test binary, captured as JSON lines.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = buffer.clone();
-        let make_writer = move || Capture(sink.clone());
-        tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(make_writer)
-            .init();
-        buffer
-    })
-    .clone()
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn mutating_calls_leave_one_audit_record_each_allowed_or_refused() {
-    let logs = captured_logs();
+    let logs = support::captured_logs();
     let h = harness(r#"allow = [{ callers = ["local"], operations = ["RemoveUsers"] }]"#, &callers("")).await;
     let json = [("content-type", "application/json"), ("x-request-id", "audit-allowed-1")];
     assert_eq!(h.call("POST", &remove_users_path(), &json, USERS).await.status, 202);

@@ -214,23 +214,8 @@ pub async fn start_with(
     script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
     config: impl FnOnce(SocketAddr) -> String,
 ) -> Harness {
-    let upstream_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
-    let upstream_addr = upstream_listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    let config = parse_config(&config(upstream_addr));
-    let upstream = MockUpstream {
-        seen: Arc::default(),
-        profiles: Arc::new(Mutex::new(config.profiles.values().cloned().collect())),
-        script: Arc::new(script),
-    };
-    let tls = sparkrtc_gateway::tls::server_config(&data("certs/server.pem"), &data("certs/server.key"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    tokio::spawn(listener::serve(
-        upstream_listener,
-        Some(tls),
-        upstream.clone(),
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
+    let (upstream, upstream_addr, text) = mock_upstream(script, config).await;
+    let config = parse_config(&text);
     let instance = sparkrtc_gateway::Gateway::new(config).unwrap_or_else(|e| panic!("{e}"));
     let gateway = start_gateway_instance(instance.clone()).await;
     Harness {
@@ -369,5 +354,35 @@ impl Harness {
         });
         read.await.unwrap_or_else(|_| panic!("the gateway hung"));
         String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// This test binary's log output, as JSON lines, captured at trace level from first use on.
+pub fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || Capture(sink.clone()))
+            .init();
+        buffer
+    })
+    .clone()
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| panic!("{e}")).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
