@@ -128,9 +128,12 @@ pub async fn serve(args: &Args) -> ExitCode {
         }
     };
     let path = args.config.clone().unwrap_or_default();
-    while let Signal::Reload = next_signal().await {
+    let mut signals = Signals::new();
+    while let Signal::Reload = signals.next().await {
         let _ = running.reload(&path);
-        running.gateway.maintain_credentials().await;
+        // Token fetches may take a while; the loop must stay free to see a stop signal.
+        let gateway = running.gateway.clone();
+        tokio::spawn(async move { gateway.maintain_credentials().await });
     }
     tracing::info!("stop signal received; draining");
     running.shutdown();
@@ -144,21 +147,42 @@ enum Signal {
     Reload,
 }
 
-/// Waits for SIGTERM or SIGINT (stop) or SIGHUP (reload).
-async fn next_signal() -> Signal {
+/// The process's signal streams, registered once so that a signal arriving while the previous
+/// one is being handled is queued, not lost.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+    streams: Option<[tokio::signal::unix::Signal; 3]>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let streams =
+                (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()));
+            match streams {
+                (Ok(term), Ok(int), Ok(hup)) => Signals { streams: Some([term, int, hup]) },
+                _ => Signals { streams: None },
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// Waits for SIGTERM or SIGINT (stop) or SIGHUP (reload).
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        if let Some([term, int, hup]) = &mut self.streams {
             return tokio::select! {
                 _ = term.recv() => Signal::Stop,
-                _ = tokio::signal::ctrl_c() => Signal::Stop,
+                _ = int.recv() => Signal::Stop,
                 _ = hup.recv() => Signal::Reload,
             };
         }
+        let _ = tokio::signal::ctrl_c().await;
+        Signal::Stop
     }
-    let _ = tokio::signal::ctrl_c().await;
-    Signal::Stop
 }
 
 pub async fn sandbox(args: &Args) -> ExitCode {
@@ -196,5 +220,6 @@ pub async fn sandbox(args: &Args) -> ExitCode {
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C); SIGHUP is ignored here.
 pub async fn stop_signal() {
-    while let Signal::Reload = next_signal().await {}
+    let mut signals = Signals::new();
+    while let Signal::Reload = signals.next().await {}
 }

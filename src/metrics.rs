@@ -49,6 +49,7 @@ pub struct Counters {
     pub refused_rate_limit: AtomicU64,
     pub refused_validation: AtomicU64,
     pub refused_routing: AtomicU64,
+    pub refused_credentials: AtomicU64,
     pub shadow_allowlist: AtomicU64,
     pub shadow_rate_limit: AtomicU64,
     pub upstream_connect_errors: AtomicU64,
@@ -71,7 +72,7 @@ impl Counters {
             BadRoute(_) | UnknownOperation(_) => &self.refused_routing,
             UpstreamUnreachable(_) => &self.upstream_connect_errors,
             UpstreamTimeout { .. } => &self.upstream_timeouts,
-            CredentialsUnavailable { .. } => &self.token_refresh_failures,
+            CredentialsUnavailable { .. } => &self.refused_credentials,
             Internal(_) => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -187,6 +188,7 @@ impl Metrics {
             ("rate_limit", &c.refused_rate_limit),
             ("validation", &c.refused_validation),
             ("routing", &c.refused_routing),
+            ("credentials", &c.refused_credentials),
         ];
         counter_family(
             &mut out,

@@ -196,19 +196,20 @@ impl<C: Clock + Clone> Limits<C> {
         Limited { policy, rate, retry_after_secs: u64::try_from(secs).unwrap_or(u64::MAX).max(1) }
     }
 
-    /// Keeps address-keyed state bounded: prune now and then, and past the cap let new
-    /// addresses share one bucket rather than grow the map.
+    /// Keeps address-keyed state bounded: fully replenished keys are pruned every
+    /// [`PRUNE_EVERY`] checks, and past [`MAX_ADDRESS_KEYS`] new addresses share one bucket
+    /// rather than grow the map. IPv6 clients are keyed by their /64, the block one host holds.
     fn address_key(&self, address: IpAddr, by_address: &ByAddress<C>) -> IpAddr {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1
-            || by_address.len() >= MAX_ADDRESS_KEYS
-        {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             by_address.retain_recent();
             by_address.shrink_to_fit();
         }
         if by_address.len() >= MAX_ADDRESS_KEYS {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        } else {
-            address
+            return IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        }
+        match address.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+            v4 => v4,
         }
     }
 

@@ -128,7 +128,11 @@ fn certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, BoxE
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| format!("{}: {e}", key_file.display()))?;
     let signing_key =
         provider().key_provider.load_private_key(key).map_err(|e| format!("{}: {e}", key_file.display()))?;
-    Ok(CertifiedKey::new(certs, signing_key))
+    let key = CertifiedKey::new(certs, signing_key);
+    // A rotation that has replaced one file but not yet the other must not be served.
+    key.keys_match()
+        .map_err(|e| format!("{} and {} do not belong together: {e}", cert_file.display(), key_file.display()))?;
+    Ok(key)
 }
 
 fn add_certs(roots: &mut RootCertStore, path: &Path) -> Result<(), BoxError> {

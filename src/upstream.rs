@@ -38,11 +38,8 @@ impl Upstream {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_keepalive(Some(Duration::from_secs(60)));
-        let tls = match config.scheme == Scheme::HTTPS {
-            true => Some(TlsConnector::from(crate::tls::client_config(config.ca_file.as_deref())?)),
-            false => None,
-        };
-        let connector = Connector { http, tls, timeout: config.connect_timeout };
+        let tls = TlsConnector::from(crate::tls::client_config(config.ca_file.as_deref())?);
+        let connector = Connector { http, tls, allow_http: config.allow_http, timeout: config.connect_timeout };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
@@ -87,11 +84,13 @@ impl std::fmt::Display for ConnectTimeout {
 
 impl std::error::Error for ConnectTimeout {}
 
-/// TCP, then TLS when the endpoint is https, both inside one connect timeout.
+/// TCP, then TLS, both inside one connect timeout. TLS is chosen by each request's own scheme
+/// (SparkRTC's and IAM's endpoints may differ), and plain http only where the config allows it.
 #[derive(Clone)]
 struct Connector {
     http: HttpConnector,
-    tls: Option<TlsConnector>,
+    tls: TlsConnector,
+    allow_http: bool,
     timeout: Duration,
 }
 
@@ -106,13 +105,18 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let (mut http, tls, timeout) = (self.http.clone(), self.tls.clone(), self.timeout);
+        let use_tls = match uri.scheme() {
+            Some(s) if *s == Scheme::HTTPS => true,
+            Some(s) if *s == Scheme::HTTP && self.allow_http => false,
+            _ => return Box::pin(async move { Err(format!("refusing to connect to {uri}: not https").into()) }),
+        };
         Box::pin(async move {
             let connect = async {
                 let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
                 let tcp = http.call(uri).await?.into_inner();
-                let Some(tls) = tls else {
+                if !use_tls {
                     return Ok::<_, BoxError>(Stream::Plain(TokioIo::new(tcp)));
-                };
+                }
                 let name = ServerName::try_from(host).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
                 Ok(Stream::Tls(Box::new(TokioIo::new(tls.connect(name, tcp).await?))))
             };

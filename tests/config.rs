@@ -64,6 +64,18 @@ fn secret_values_never_appear_in_problems() {
 }
 
 #[test]
+fn a_syntax_error_names_the_place_without_quoting_the_line() {
+    match Config::parse("[profiles.p]\npassword = \"Sup3r\\Secret\"\n", "t.toml", Path::new("."), &|_| None) {
+        Err(e @ ConfigError::Syntax { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("line 2"), "{text}");
+            assert!(!text.contains("Sup3r"), "the line holding a secret was quoted: {text}");
+        }
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+}
+
+#[test]
 fn secrets_come_from_files_trimmed() {
     let dir = std::env::temp_dir().join(format!("sparkrtc-gw-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));

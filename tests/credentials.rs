@@ -33,6 +33,8 @@ const TOKEN_TTL: Duration = Duration::from_secs(24 * 3_600);
 struct Iam {
     calls: AtomicUsize,
     down: AtomicBool,
+    /// SparkRTC refuses every token, even fresh ones.
+    refuse_all: AtomicBool,
     /// Tokens SparkRTC (the mock upstream) accepts.
     valid: Mutex<HashSet<String>>,
     bodies: Mutex<Vec<serde_json::Value>>,
@@ -75,6 +77,7 @@ async fn start_iam(clock: Arc<ManualClock>) -> (Arc<Iam>, SocketAddr) {
     let iam = Arc::new(Iam {
         calls: AtomicUsize::new(0),
         down: AtomicBool::new(false),
+        refuse_all: AtomicBool::new(false),
         valid: Mutex::default(),
         bodies: Mutex::default(),
         clock,
@@ -95,7 +98,9 @@ async fn start_iam(clock: Arc<ManualClock>) -> (Arc<Iam>, SocketAddr) {
 /// SparkRTC's answer: AK/SK calls must verify, token calls must carry a token IAM issued.
 fn sparkrtc(iam: Arc<Iam>) -> impl Fn(&Seen) -> Reply + Send + Sync + 'static {
     move |seen| match seen.headers.get("x-auth-token").and_then(|t| t.to_str().ok()) {
-        Some(token) if iam.valid.lock().unwrap().contains(token) => Reply::status(202),
+        Some(token) if !iam.refuse_all.load(Ordering::SeqCst) && iam.valid.lock().unwrap().contains(token) => {
+            Reply::status(202)
+        }
         Some(_) => Reply::status(401),
         None if seen.verified.is_ok() => Reply::status(202),
         None => Reply::status(401),
@@ -236,6 +241,22 @@ async fn a_refused_token_causes_exactly_one_refresh_and_one_retry() {
     assert_eq!(seen.len(), 3, "first call, the refused try, the one retry");
     assert_eq!(seen[1].headers["x-auth-token"], "issued-token-1");
     assert_eq!(seen[2].headers["x-auth-token"], "issued-token-2");
+}
+
+#[tokio::test]
+async fn a_sparkrtc_that_refuses_every_token_does_not_turn_calls_into_iam_fetches() {
+    let s = setup(false).await;
+    assert_eq!(s.h.call("GET", &show_app(TOKEN_APP), &[], "").await.status, 202);
+    s.iam.refuse_all.store(true, Ordering::SeqCst);
+    // Refused, one new token, one retry, refused again: SparkRTC's own 401 is relayed.
+    let first = s.h.call("GET", &show_app(TOKEN_APP), &[], "").await;
+    assert_eq!((first.status, first.header("x-gateway-error")), (401, None));
+    assert_eq!(s.iam.calls.load(Ordering::SeqCst), 2);
+    for _ in 0..5 {
+        s.h.call("GET", &show_app(TOKEN_APP), &[], "").await;
+    }
+    assert_eq!(s.iam.calls.load(Ordering::SeqCst), 2, "repeated refusals back off instead of fetching per call");
+    s.h.call("GET", &show_app(TOKEN_APP), &[], "").await.assert_gateway_error(503, "RTCGW.5030");
 }
 
 #[tokio::test]

@@ -86,6 +86,8 @@ pub struct InboundTls {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub scheme: Scheme,
+    /// Plain `http://` endpoints (SparkRTC's or IAM's) are allowed: local testing only.
+    pub allow_http: bool,
     /// Sent and signed as `Host`; includes the port only when the endpoint names one.
     pub authority: Authority,
     pub connect_timeout: Duration,
@@ -194,6 +196,18 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Where the syntax error is and what it is, without quoting the line: the line may hold a
+/// secret (an inline password with a stray quote).
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let position = e.span().map(|span| {
+        let before = &text.as_bytes()[..span.start.min(text.len())];
+        let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+        let column = before.len() - before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) + 1;
+        format!("line {line}, column {column}: ")
+    });
+    format!("{}{}", position.unwrap_or_default(), e.message())
+}
+
 impl Config {
     /// Reads and validates a config file. Relative `*_file` paths are relative to the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -212,7 +226,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
             origin: origin.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            message: syntax_message(text, &e),
         })?;
         validate::config(&doc, base, env)
             .map_err(|problems| ConfigError::Invalid { origin: origin.to_owned(), problems })

@@ -23,7 +23,7 @@ pub(super) fn callers(
         HeaderName::from_static(DEFAULT_KEY_HEADER)
     });
     let trusted_proxies = cidrs(policy, "trusted_proxies", p);
-    let mut named = Vec::new();
+    let mut named: Vec<CallerSpec> = Vec::new();
     let mut limits = BTreeMap::new();
     for (name, mut t) in callers.entries(p) {
         let name: Arc<str> = name.into();
@@ -40,6 +40,12 @@ pub(super) fn callers(
             }
             bytes
         });
+        if let Some(other) = named.iter().find(|c| key_sha256.is_some() && c.key_sha256 == key_sha256) {
+            p.push(
+                t.key_path("key_sha256"),
+                format!("is the same key as callers.{}'s; each caller needs its own key", other.name),
+            );
+        }
         let addresses = cidrs(&mut t, "addresses", p);
         let cert_names: Vec<String> =
             t.strings("cert_names", p).unwrap_or_default().into_iter().map(str::to_owned).collect();

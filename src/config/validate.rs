@@ -94,6 +94,13 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
     let mut callers_table = root.table("callers", &mut p);
     let (callers, caller_limits) = super::policy::callers(&mut policy_table, &mut callers_table, &mut p);
     policy_table.finish(&mut p);
+    let client_certs = tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
+    for caller in callers.named.iter().filter(|c| !c.cert_names.is_empty() && !client_certs) {
+        p.push(
+            format!("callers.{}.cert_names", caller.name),
+            "can never match: set [server.tls] client_ca_file so callers present certificates",
+        );
+    }
     let mut limits_table = root.table("limits", &mut p);
     let limits = DefaultLimits {
         per_app: super::policy::limit(&mut limits_table, "per_app", &mut p),
@@ -164,6 +171,9 @@ fn inbound_tls(t: &mut Table<'_>, base: &Path, p: &mut Problems) -> Option<Inbou
     let cert_file = file("cert_file");
     let key_file = file("key_file");
     let client_ca_file = file("client_ca_file");
+    if t.has("client_auth") && client_ca_file.is_none() && !t.has("client_ca_file") {
+        p.push(t.key_path("client_auth"), "has no effect without client_ca_file, the CA that signs client certificates; add it, or remove client_auth");
+    }
     let client_auth = t.string("client_auth", p).unwrap_or("required");
     let client_auth_required = match client_auth {
         "required" => true,
@@ -232,6 +242,7 @@ fn upstream(t: &mut Table<'_>, base: &Path, p: &mut Problems) -> Option<Upstream
     }
     Some(Upstream {
         scheme,
+        allow_http,
         authority,
         connect_timeout,
         response_timeout,

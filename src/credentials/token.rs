@@ -30,7 +30,13 @@ const MAX_IAM_BODY: usize = 1024 * 1024;
 pub struct Token {
     pub value: Secret,
     pub expires_at: SystemTime,
+    /// When the gateway fetched it.
+    pub fetched_at: SystemTime,
 }
+
+/// Two refusals this close together, the second of a token this fresh, mean SparkRTC refuses
+/// every token rather than that one went stale.
+const FRESH_TOKEN: Duration = Duration::from_secs(30);
 
 /// No valid token could be had; try again after this long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +47,8 @@ pub struct Unavailable {
 #[derive(Default)]
 struct State {
     token: Option<Arc<Token>>,
+    /// When SparkRTC last refused a token of ours.
+    last_refusal: Option<SystemTime>,
     failures: u32,
     next_attempt: Option<SystemTime>,
     last_error: Option<String>,
@@ -133,14 +141,33 @@ impl TokenCache {
         }
     }
 
-    /// Forgets `token` after SparkRTC refused it, so the next call fetches a new one.
+    /// Forgets `token` after SparkRTC refused it, so the next call fetches a new one at once.
+    /// But when the replacement for a refused token is refused too, soon after, the refusal
+    /// counts as a failure and backs off: a SparkRTC that refuses every token (wrong project,
+    /// missing permission) must not turn each call into an IAM fetch.
     pub fn invalidate(&self, token: &Token) {
+        let now = self.clock.now();
         let mut state = self.lock();
-        if state.token.as_deref() == Some(token) {
-            state.token = None;
-            // A token refused at authentication is not a reason to wait: fetch again at once.
+        if state.token.as_deref() != Some(token) {
+            return;
+        }
+        state.token = None;
+        let recent = |t: SystemTime| now.duration_since(t).is_ok_and(|age| age < FRESH_TOKEN);
+        let repeated = state.last_refusal.is_some_and(recent) && recent(token.fetched_at);
+        state.last_refusal = Some(now);
+        if repeated {
+            state.failures = state.failures.saturating_add(1);
+            state.next_attempt = Some(now + backoff(state.failures));
+            state.last_error = Some("SparkRTC refused a token just fetched".to_owned());
+        } else {
             state.next_attempt = None;
         }
+    }
+
+    /// Takes over another cache's token (a config reload that left this profile unchanged).
+    pub fn adopt(&self, previous: &TokenCache) {
+        let token = previous.lock().token.clone();
+        self.lock().token = token;
     }
 
     /// `Ok` while a valid token is held, or before the first fetch has failed.
@@ -174,7 +201,8 @@ impl TokenCache {
             Ok(token) => {
                 let token = Arc::new(token);
                 let mut state = self.lock();
-                *state = State { token: Some(token.clone()), ..State::default() };
+                let last_refusal = state.last_refusal;
+                *state = State { token: Some(token.clone()), last_refusal, ..State::default() };
                 self.metrics.counters.token_refreshes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(profile = %self.profile, expires_at = %SdkDate::from_system_time(token.expires_at), "IAM token fetched");
                 Ok(token)
@@ -183,7 +211,7 @@ impl TokenCache {
                 self.metrics.counters.token_refresh_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut state = self.lock();
                 state.failures = state.failures.saturating_add(1);
-                let backoff = Duration::from_secs(1u64 << state.failures.min(6).saturating_sub(1)).min(MAX_BACKOFF);
+                let backoff = backoff(state.failures);
                 state.next_attempt = Some(now + backoff);
                 state.last_error = Some(error.clone());
                 tracing::warn!(profile = %self.profile, error = %error, retry_in_s = backoff.as_secs(), "IAM token fetch failed");
@@ -193,8 +221,18 @@ impl TokenCache {
         }
     }
 
-    /// One `POST /v3/auth/tokens?nocatalog=true`. Errors say what went wrong, never a secret.
+    /// One token request, answer body included, within the response timeout: a stalled IAM
+    /// must not hold the single-flight lock (and every call waiting on it) forever.
     async fn fetch(&self) -> Result<Token, String> {
+        let within = self.client.response_timeout();
+        match tokio::time::timeout(within, self.request()).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("IAM did not answer within {} ms", within.as_millis())),
+        }
+    }
+
+    /// One `POST /v3/auth/tokens?nocatalog=true`. Errors say what went wrong, never a secret.
+    async fn request(&self) -> Result<Token, String> {
         let body = Bytes::from(self.request_body()?.to_string());
         let endpoint = &self.spec.iam_endpoint;
         let authority = endpoint.authority().map(|a| a.as_str()).unwrap_or_default();
@@ -236,7 +274,7 @@ impl TokenCache {
         let expires = json["token"]["expires_at"].as_str().ok_or("IAM's answer has no token.expires_at")?;
         let expires_at =
             parse_rfc3339(expires).ok_or_else(|| format!("token.expires_at {expires:?} is not a UTC time"))?;
-        Ok(Token { value, expires_at })
+        Ok(Token { value, expires_at, fetched_at: self.clock.now() })
     }
 
     fn request_body(&self) -> Result<serde_json::Value, String> {
@@ -258,6 +296,12 @@ impl TokenCache {
     }
 }
 
+/// 1 s after the first failure, doubling, at most [`MAX_BACKOFF`].
+fn backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(6);
+    Duration::from_secs(1u64 << doublings).min(MAX_BACKOFF)
+}
+
 /// `Retry-After` seconds for a wait: whole seconds, rounded up, at least 1.
 pub fn retry_after_secs(wait: Duration) -> u64 {
     u64::try_from(wait.as_millis().div_ceil(1_000)).unwrap_or(u64::MAX).max(1)
@@ -266,6 +310,12 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_minute() {
+        let secs: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
 
     #[test]
     fn retry_after_rounds_up_and_is_never_zero() {

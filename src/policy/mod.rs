@@ -90,7 +90,7 @@ pub struct CallerSpec {
     pub addresses: Vec<Cidr>,
     /// SHA-256 of the caller's key; the key itself is never stored.
     pub key_sha256: Option<[u8; 32]>,
-    /// Subject CN or SAN DNS names of the caller's client certificate.
+    /// DNS names in the subject alternative names of the caller's client certificate.
     pub cert_names: Vec<String>,
 }
 
@@ -168,21 +168,28 @@ impl Callers {
         }
     }
 
-    /// The peer, unless it is a trusted proxy: then the right-most `X-Forwarded-For` entry that
-    /// is not itself a trusted proxy. A spoofed header from anyone else is ignored.
+    /// The peer, unless it is a trusted proxy: then `X-Forwarded-For` is walked from the right
+    /// (the entry the nearest proxy appended) past trusted proxies; the first other address is
+    /// the client. An entry that is not an address ends the walk at the last trusted hop, so
+    /// nothing to its left (which the client wrote) is ever believed.
     fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let trusted = |a: IpAddr| self.trusted_proxies.iter().any(|c| c.contains(a));
         if !trusted(peer) {
             return peer;
         }
-        let hops: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map_while(|s| s.trim().parse::<IpAddr>().ok())
-            .collect();
-        hops.into_iter().rev().map(|a| a.to_canonical()).find(|a| !trusted(*a)).unwrap_or(peer)
+        let values: Vec<&[u8]> = headers.get_all("x-forwarded-for").iter().map(http::HeaderValue::as_bytes).collect();
+        let mut hop = peer;
+        for value in values.iter().rev() {
+            let Ok(text) = std::str::from_utf8(value) else { return hop };
+            for entry in text.rsplit(',') {
+                match entry.trim().parse::<IpAddr>().map(|a| a.to_canonical()) {
+                    Ok(addr) if trusted(addr) => hop = addr,
+                    Ok(addr) => return addr,
+                    Err(_) => return hop,
+                }
+            }
+        }
+        hop
     }
 }
 
@@ -298,6 +305,26 @@ mod tests {
         let via_proxy = headers(&[("x-forwarded-for", "6.6.6.6, 10.1.2.3, 10.9.0.7")]);
         let who = c.identify(ip("10.9.0.1"), &via_proxy, &[]);
         assert_eq!(who.map(|i| (i.address, i.name)), Ok((ip("10.1.2.3"), Some("ops".into()))));
+    }
+
+    #[test]
+    fn forwarded_for_cannot_be_steered_by_entries_the_client_wrote() {
+        let c = callers();
+        let proxy = ip("10.9.0.1");
+        for spoof in ["10.1.2.3, x, 6.6.6.6", "10.1.2.3,,6.6.6.6", "10.1.2.3, 6.6.6.6"] {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", HeaderValue::from_str(spoof).unwrap_or_else(|e| panic!("{e}")));
+            assert_eq!(c.identify(proxy, &h, &[]).map(|i| i.address), Ok(ip("6.6.6.6")), "{spoof}");
+        }
+        // Two header lines: the last one is the nearest proxy's.
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("10.1.2.3"));
+        h.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        assert_eq!(c.identify(proxy, &h, &[]).map(|i| i.address), Ok(ip("6.6.6.6")));
+        // Garbage right after a trusted hop: that hop is the client address, nothing further left.
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.1.2.3, garbage, 10.9.0.7"));
+        assert_eq!(c.identify(proxy, &h, &[]).map(|i| i.address), Ok(ip("10.9.0.7")));
     }
 
     #[test]
