@@ -28,7 +28,11 @@ impl Body {
         Body::Full(None)
     }
 
+    /// The upstream's body, streamed. An empty one (a 202) needs no stall timer.
     pub fn upstream(inner: Incoming, idle: Duration) -> Self {
+        if http_body::Body::is_end_stream(&inner) {
+            return Body::empty();
+        }
         Body::Upstream { inner, idle, timer: Box::pin(sleep(idle)) }
     }
 }

@@ -27,7 +27,15 @@ fn main() -> ExitCode {
     if args.command == "check" {
         return cli::check(&args);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One core available (a sidecar's CPU limit, a pinned process): a single-threaded runtime
+    // does the same work without cross-thread wake-ups.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut builder = if cores == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             cli::err(&format!("cannot start the runtime: {e}"));

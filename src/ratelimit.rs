@@ -91,16 +91,21 @@ impl<C: Clock + Clone> Limit<C> {
 /// over the state of every limit whose key and spec did not change.
 pub struct Limits<C: Clock = DefaultClock> {
     clock: C,
-    apps: HashMap<Option<String>, Arc<Limit<C>>>,
-    operations: HashMap<(Option<String>, &'static str), Arc<Limit<C>>>,
+    /// By app id; account-level operations under [`ACCOUNT`].
+    apps: HashMap<String, Arc<Limit<C>>>,
+    operations: HashMap<String, HashMap<&'static str, Arc<Limit<C>>>>,
     callers: HashMap<Arc<str>, Arc<Limit<C>>>,
     addresses: Option<Arc<(LimitSpec, ByAddress<C>)>>,
     checks: AtomicU64,
 }
 
+/// The key of account-level limits: no app id is empty (the catalog never yields one that a
+/// config could serve), so it cannot collide.
+const ACCOUNT: &str = "";
+
 /// The previous limiter for `key` if its spec is unchanged, else a fresh one.
-fn carried<K: std::hash::Hash + Eq, C: Clock + Clone>(
-    previous: Option<&HashMap<K, Arc<Limit<C>>>>,
+fn carried<K: std::hash::Hash + Eq + ?Sized, Q: std::borrow::Borrow<K> + std::hash::Hash + Eq, C: Clock + Clone>(
+    previous: Option<&HashMap<Q, Arc<Limit<C>>>>,
     key: &K,
     spec: LimitSpec,
     clock: &C,
@@ -131,15 +136,18 @@ impl<C: Clock + Clone> Limits<C> {
         let mut apps = HashMap::new();
         let mut operations = HashMap::new();
         let served =
-            config.apps.iter().map(|(id, app)| (Some(id.clone()), app)).chain(config.account.iter().map(|a| (None, a)));
+            config.apps.iter().map(|(id, app)| (id.as_str(), app)).chain(config.account.iter().map(|a| (ACCOUNT, a)));
         for (id, app) in served {
             if let Some(spec) = app.limit.or(config.limits.per_app) {
-                apps.insert(id.clone(), carried(previous.map(|p| &p.apps), &id, spec, &clock));
+                apps.insert(id.to_owned(), carried(previous.map(|p| &p.apps), id, spec, &clock));
             }
+            let before = previous.and_then(|p| p.operations.get(id));
+            let mut ops = HashMap::new();
             for (op, spec) in &app.operation_limits {
-                let key = (id.clone(), *op);
-                let limit = carried(previous.map(|p| &p.operations), &key, *spec, &clock);
-                operations.insert(key, limit);
+                ops.insert(*op, carried(before, op, *spec, &clock));
+            }
+            if !ops.is_empty() {
+                operations.insert(id.to_owned(), ops);
             }
         }
         let mut callers = HashMap::new();
@@ -158,11 +166,11 @@ impl<C: Clock + Clone> Limits<C> {
     /// Checks every limit that applies, most specific first. `Ok` carries the shadow-mode limits
     /// that would have refused the call.
     pub fn check(&self, app: Option<&str>, operation: &'static str, who: &Identity) -> Result<Vec<Limited>, Limited> {
-        let app_key = app.map(str::to_owned);
+        let app = app.unwrap_or(ACCOUNT);
         let mut shadowed = Vec::new();
         let direct = [
-            ("operation", self.operations.get(&(app_key.clone(), operation))),
-            ("app", self.apps.get(&app_key)),
+            ("operation", self.operations.get(app).and_then(|ops| ops.get(operation))),
+            ("app", self.apps.get(app)),
             ("caller", who.name.as_ref().and_then(|n| self.callers.get(n))),
         ];
         for (policy, limit) in direct {

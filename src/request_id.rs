@@ -20,7 +20,10 @@ pub fn generate() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let state = STATE.get_or_init(RandomState::new);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{:016x}{:016x}", state.hash_one(n), state.hash_one(!n))
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&state.hash_one(n).to_be_bytes());
+    bytes[8..].copy_from_slice(&state.hash_one(!n).to_be_bytes());
+    hex::encode(bytes)
 }
 
 /// The caller's id if it is short, visible ASCII; a generated one otherwise.

@@ -8,6 +8,7 @@
 
 mod operations;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::LazyLock;
 
@@ -156,7 +157,11 @@ impl Catalog {
     }
 }
 
-fn build_route(operation: &'static Operation, segments: &[String], query: CanonicalQuery) -> Result<Route, RouteError> {
+fn build_route(
+    operation: &'static Operation,
+    segments: &[Cow<'_, str>],
+    query: CanonicalQuery,
+) -> Result<Route, RouteError> {
     let mut params = Vec::new();
     let mut path = String::with_capacity(64);
     for (template, value) in operation.template.split('/').skip(1).zip(segments) {
@@ -164,7 +169,7 @@ fn build_route(operation: &'static Operation, segments: &[String], query: Canoni
         match template.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
             Some(name) => {
                 encode_into(value, &mut path);
-                params.push((name, value.clone()));
+                params.push((name, value.clone().into_owned()));
             }
             None => path.push_str(template),
         }
@@ -187,8 +192,8 @@ fn build_route(operation: &'static Operation, segments: &[String], query: Canoni
 }
 
 /// Splits a path into decoded segments, dropping empty ones (`//`, a trailing `/`).
-fn decode_segments(path: &str) -> Result<Vec<String>, RouteError> {
-    let mut out = Vec::new();
+fn decode_segments(path: &str) -> Result<Vec<Cow<'_, str>>, RouteError> {
+    let mut out = Vec::with_capacity(8);
     for raw in path.split('/').filter(|s| !s.is_empty()) {
         if raw.contains('\\') {
             return Err(RouteError::EncodedSeparator);
@@ -203,7 +208,7 @@ fn decode_segments(path: &str) -> Result<Vec<String>, RouteError> {
         if decoded.chars().any(char::is_control) {
             return Err(RouteError::BadEncoding);
         }
-        out.push(decoded.into_owned());
+        out.push(decoded);
     }
     Ok(out)
 }
@@ -217,7 +222,7 @@ fn templates() -> &'static [(&'static Operation, Vec<&'static str>)] {
 }
 
 /// The number of literal segments when `segments` fit `template`, `None` otherwise.
-fn match_template(parts: &[&str], segments: &[String]) -> Option<usize> {
+fn match_template(parts: &[&str], segments: &[Cow<'_, str>]) -> Option<usize> {
     if parts.len() != segments.len() {
         return None;
     }
