@@ -152,7 +152,10 @@ impl Gateway {
         let _in_flight = self.inner.metrics.in_flight();
         let state = self.inner.state.load_full();
         let mut record = CallRecord::start(&req);
-        let rsp = match self.proxy(&state, req, peer, &mut record).await {
+        // Boxed: hyper keeps one slot the size of this future per connection for as long as the
+        // connection lives, so the request path's few kilobytes of state are allocated per call
+        // instead of held by every idle keep-alive connection.
+        let rsp = match Box::pin(self.proxy(&state, req, peer, &mut record)).await {
             Ok(rsp) => rsp,
             Err(err) => {
                 self.inner.metrics.counters.refused(&err);
