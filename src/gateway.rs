@@ -151,7 +151,7 @@ impl Gateway {
     {
         let _in_flight = self.inner.metrics.in_flight();
         let state = self.inner.state.load_full();
-        let mut record = CallRecord::start(&req);
+        let mut record = CallRecord::start(&req, self.inner.metrics.clone());
         // Boxed: hyper keeps one slot the size of this future per connection for as long as the
         // connection lives, so the request path's few kilobytes of state are allocated per call
         // instead of held by every idle keep-alive connection.
@@ -165,7 +165,7 @@ impl Gateway {
                 rsp
             }
         };
-        record.finish(&rsp, &self.inner.metrics);
+        record.finish(&rsp);
         rsp
     }
 

@@ -3,6 +3,7 @@
 //! [`crate::secret::Secret`]s, which print as `[redacted]`, signed headers are never logged, and
 //! callers appear by their configured name, never by their key.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response};
@@ -44,10 +45,12 @@ pub struct CallRecord {
     shadow: Vec<String>,
     request_bytes: usize,
     pub upstream: Option<Duration>,
+    metrics: Arc<Metrics>,
+    finished: bool,
 }
 
 impl CallRecord {
-    pub fn start<B>(req: &Request<B>) -> Self {
+    pub fn start<B>(req: &Request<B>, metrics: Arc<Metrics>) -> Self {
         CallRecord {
             request_id: crate::request_id::from_caller(req.headers()),
             started: Instant::now(),
@@ -63,6 +66,8 @@ impl CallRecord {
             shadow: Vec::new(),
             request_bytes: 0,
             upstream: None,
+            metrics,
+            finished: false,
         }
     }
 
@@ -108,16 +113,32 @@ impl CallRecord {
     }
 
     /// Writes the access-log line, the metrics and, for mutating operations, the audit record.
-    pub fn finish(&self, rsp: &Response<Body>, metrics: &Metrics) {
-        let total = self.started.elapsed();
-        let origin = if rsp.headers().contains_key(HEADER_GATEWAY_ERROR) { "gateway" } else { "upstream" };
-        let app_label = self.served_app.as_deref().unwrap_or(self.app_label);
-        metrics.call(app_label, self.operation, rsp.status().as_u16(), origin, total, self.upstream);
+    pub fn finish(&mut self, rsp: &Response<Body>) {
         let gateway_code = rsp.headers().get(HEADER_GATEWAY_ERROR).and_then(|v| v.to_str().ok());
         let upstream_request_id = match gateway_code {
             None => rsp.headers().get(crate::request_id::HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-"),
             Some(_) => "-",
         };
+        let decision = match (gateway_code, self.shadow.is_empty()) {
+            (Some(code), _) => format!("refused:{code}"),
+            (None, true) => "allowed".to_owned(),
+            (None, false) => "allowed:shadow-refused".to_owned(),
+        };
+        let outcome = Outcome {
+            status: rsp.status().as_u16(),
+            origin: if gateway_code.is_some() { "gateway" } else { "upstream" },
+            upstream_request_id,
+            response_bytes: http_body::Body::size_hint(rsp.body()).exact(),
+            decision,
+        };
+        self.write(&outcome);
+    }
+
+    fn write(&mut self, outcome: &Outcome<'_>) {
+        self.finished = true;
+        let total = self.started.elapsed();
+        let app_label = self.served_app.as_deref().unwrap_or(self.app_label);
+        self.metrics.call(app_label, self.operation, outcome.status, outcome.origin, total, self.upstream);
         let operation = self.operation.map_or("-", |op| op.name);
         tracing::info!(
             target: "access",
@@ -127,20 +148,15 @@ impl CallRecord {
             caller = self.caller.as_deref().unwrap_or("-"),
             operation,
             app = self.app.as_deref().unwrap_or("-"),
-            status = rsp.status().as_u16(),
-            origin,
-            upstream_request_id,
+            status = outcome.status,
+            origin = outcome.origin,
+            upstream_request_id = outcome.upstream_request_id,
             request_bytes = self.request_bytes,
-            response_bytes = http_body::Body::size_hint(rsp.body()).exact().map_or_else(|| "stream".to_owned(), |n| n.to_string()),
+            response_bytes = outcome.response_bytes.map_or_else(|| "stream".to_owned(), |n| n.to_string()),
             upstream_ms = self.upstream.map_or(0, |d| d.as_millis()),
             total_ms = total.as_millis(),
         );
         if self.operation.is_some_and(Operation::is_mutating) {
-            let decision = match (gateway_code, self.shadow.is_empty()) {
-                (Some(code), _) => format!("refused:{code}"),
-                (None, true) => "allowed".to_owned(),
-                (None, false) => "allowed:shadow-refused".to_owned(),
-            };
             tracing::info!(
                 target: "audit",
                 request_id = %self.request_id,
@@ -149,10 +165,37 @@ impl CallRecord {
                 operation,
                 room = self.room.as_deref().unwrap_or("-"),
                 user_ids = %self.user_ids.as_ref().map_or_else(|| "-".to_owned(), |ids| ids.join(",")),
-                decision,
-                status = rsp.status().as_u16(),
-                upstream_request_id,
+                decision = outcome.decision.as_str(),
+                status = outcome.status,
+                upstream_request_id = outcome.upstream_request_id,
             );
+        }
+    }
+}
+
+/// How a call ended, for the logs.
+struct Outcome<'a> {
+    status: u16,
+    origin: &'static str,
+    upstream_request_id: &'a str,
+    response_bytes: Option<u64>,
+    decision: String,
+}
+
+/// A call whose caller went away before it was answered still gets its access line and, for a
+/// mutating operation, its audit record: the upstream may have acted on it. Status 499, as
+/// nginx logs a request the client closed.
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        if !self.finished {
+            let outcome = Outcome {
+                status: 499,
+                origin: "caller",
+                upstream_request_id: "-",
+                response_bytes: None,
+                decision: "abandoned:caller-disconnected".to_owned(),
+            };
+            self.write(&outcome);
         }
     }
 }

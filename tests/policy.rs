@@ -220,3 +220,45 @@ async fn mutating_calls_leave_one_audit_record_each_allowed_or_refused() {
     );
     assert!(find("audit-read-1").is_empty(), "reads are not audited");
 }
+
+#[tokio::test]
+async fn a_caller_that_disconnects_mid_call_still_leaves_an_audit_record() {
+    use tokio::io::AsyncWriteExt;
+    let logs = support::captured_logs();
+    let (arrived, release) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    let gate = (arrived.clone(), release.clone());
+    let h = start_with(
+        move |_| Reply::Gate { arrived: gate.0.clone(), release: gate.1.clone() },
+        |addr| config_with(addr, ALLOW_ALL, ALLOW_ALL, ""),
+    )
+    .await;
+    let mut client = tokio::net::TcpStream::connect(h.gateway).await.unwrap();
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nX-Request-Id: audit-abandoned-1\r\nContent-Length: {}\r\n\r\n{USERS}",
+        remove_users_path(),
+        USERS.len()
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    arrived.notified().await;
+    drop(client); // the caller gives up while SparkRTC is acting on the call
+
+    let mut record = None;
+    for _ in 0..1_000_000 {
+        let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        record = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["target"] == "audit" && v["request_id"] == "audit-abandoned-1");
+        if record.is_some() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    release.notify_one();
+    let record = record.expect("no audit record for the abandoned call");
+    assert_eq!(
+        (record["decision"].as_str(), record["status"].as_u64()),
+        (Some("abandoned:caller-disconnected"), Some(499))
+    );
+    assert_eq!(record["user_ids"].as_str(), Some("user001,user002"));
+}
