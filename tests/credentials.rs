@@ -397,3 +397,60 @@ async fn no_secret_token_or_signature_appears_in_trace_logs() {
     let debug = format!("{:?}", s.running.gateway.config());
     assert!(!debug.contains(support::SK) && !debug.contains(PASSWORD), "Debug output shows a secret");
 }
+
+#[tokio::test]
+async fn an_http_upstream_never_downgrades_the_iam_call_to_plain_text() {
+    // SparkRTC on plain http (local testing), IAM on https: the token request must still go
+    // over TLS, or the IAM password would cross the network in clear.
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let (iam, iam_addr) = start_iam(clock.clone()).await;
+    let (upstream, _, text) = support::mock_upstream_on(false, sparkrtc(iam.clone()), |addr| {
+        config_with(addr, ALLOW_ALL, ALLOW_ALL, &token_profile(iam_addr))
+            .replace("https://127.0.0.1", "http://127.0.0.1")
+            .replace(&format!("http://127.0.0.1:{}", iam_addr.port()), &format!("https://127.0.0.1:{}", iam_addr.port()))
+            .replace("[upstream]", "[upstream]\nallow_http = true")
+    })
+    .await;
+    let running = sparkrtc_gateway::start(Gateway::with_clock(support::parse_config(&text), clock).unwrap(), None).await.unwrap();
+    let h = Harness::around(&running, upstream);
+    assert_eq!(h.call("GET", &show_app(TOKEN_APP), &[], "").await.status, 202);
+    assert_eq!(iam.calls.load(Ordering::SeqCst), 1, "the token came from the TLS-only IAM");
+}
+
+/// An IAM that answers 201 with its headers, then never sends the body it announced.
+async fn stalling_iam() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tls = tokio_rustls::TlsAcceptor::from(sparkrtc_gateway::tls::server_config(&data("certs/server.pem"), &data("certs/server.key")).unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let Ok(mut stream) = tls.accept(tcp).await else { return };
+                let mut buf = vec![0u8; 16 * 1024];
+                let _ = stream.read(&mut buf).await;
+                let head = "HTTP/1.1 201 Created\r\nX-Subject-Token: never-complete\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"tok";
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.flush().await;
+                std::future::pending::<()>().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_iam_that_stalls_mid_answer_gives_503_instead_of_a_hang() {
+    let iam_addr = stalling_iam().await;
+    let (upstream, _, text) = mock_upstream(|_| Reply::status(202), |addr| config_with(addr, ALLOW_ALL, ALLOW_ALL, &token_profile(iam_addr))).await;
+    let running = sparkrtc_gateway::start(Gateway::new(support::parse_config(&text)).unwrap(), None).await.unwrap();
+    let h = Harness::around(&running, upstream);
+    // The harness itself gives up after 20 s: a hang fails the test, not CI.
+    let answer = h.call("GET", &show_app(TOKEN_APP), &[], "").await;
+    answer.assert_gateway_error(503, "RTCGW.5030");
+    let readyz = h.call_at(running.admin_addr.unwrap(), "GET", "/readyz", &[], "").await;
+    assert!(readyz.body.contains("IAM did not answer within 500 ms"), "{}", readyz.body);
+    assert_eq!(h.call("GET", &show_app(APP), &[], "").await.status, 202, "AK/SK calls are not held up by the stalled fetch");
+}

@@ -191,21 +191,26 @@ pub async fn mock_upstream(
     script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
     config: impl FnOnce(SocketAddr) -> String,
 ) -> (MockUpstream, SocketAddr, String) {
+    mock_upstream_on(true, script, config).await
+}
+
+/// A mock upstream with or without TLS.
+pub async fn mock_upstream_on(
+    tls: bool,
+    script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    config: impl FnOnce(SocketAddr) -> String,
+) -> (MockUpstream, SocketAddr, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
     let text = config(addr);
     let profiles = parse_config(&text).profiles.values().cloned().collect();
     let upstream =
         MockUpstream { seen: Arc::default(), profiles: Arc::new(Mutex::new(profiles)), script: Arc::new(script) };
-    let tls = sparkrtc_gateway::tls::server_config(&data("certs/server.pem"), &data("certs/server.key"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    tokio::spawn(listener::serve(
-        listener,
-        Some(tls),
-        upstream.clone(),
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
+    let tls = tls.then(|| {
+        sparkrtc_gateway::tls::server_config(&data("certs/server.pem"), &data("certs/server.key"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    });
+    tokio::spawn(listener::serve(listener, tls, upstream.clone(), std::future::pending(), Duration::from_secs(1)));
     (upstream, addr, text)
 }
 
