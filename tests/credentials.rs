@@ -407,11 +407,15 @@ async fn an_http_upstream_never_downgrades_the_iam_call_to_plain_text() {
     let (upstream, _, text) = support::mock_upstream_on(false, sparkrtc(iam.clone()), |addr| {
         config_with(addr, ALLOW_ALL, ALLOW_ALL, &token_profile(iam_addr))
             .replace("https://127.0.0.1", "http://127.0.0.1")
-            .replace(&format!("http://127.0.0.1:{}", iam_addr.port()), &format!("https://127.0.0.1:{}", iam_addr.port()))
+            .replace(
+                &format!("http://127.0.0.1:{}", iam_addr.port()),
+                &format!("https://127.0.0.1:{}", iam_addr.port()),
+            )
             .replace("[upstream]", "[upstream]\nallow_http = true")
     })
     .await;
-    let running = sparkrtc_gateway::start(Gateway::with_clock(support::parse_config(&text), clock).unwrap(), None).await.unwrap();
+    let running =
+        sparkrtc_gateway::start(Gateway::with_clock(support::parse_config(&text), clock).unwrap(), None).await.unwrap();
     let h = Harness::around(&running, upstream);
     assert_eq!(h.call("GET", &show_app(TOKEN_APP), &[], "").await.status, 202);
     assert_eq!(iam.calls.load(Ordering::SeqCst), 1, "the token came from the TLS-only IAM");
@@ -422,7 +426,9 @@ async fn stalling_iam() -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let tls = tokio_rustls::TlsAcceptor::from(sparkrtc_gateway::tls::server_config(&data("certs/server.pem"), &data("certs/server.key")).unwrap());
+    let tls = tokio_rustls::TlsAcceptor::from(
+        sparkrtc_gateway::tls::server_config(&data("certs/server.pem"), &data("certs/server.key")).unwrap(),
+    );
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { return };
@@ -444,7 +450,9 @@ async fn stalling_iam() -> SocketAddr {
 #[tokio::test]
 async fn an_iam_that_stalls_mid_answer_gives_503_instead_of_a_hang() {
     let iam_addr = stalling_iam().await;
-    let (upstream, _, text) = mock_upstream(|_| Reply::status(202), |addr| config_with(addr, ALLOW_ALL, ALLOW_ALL, &token_profile(iam_addr))).await;
+    let (upstream, _, text) =
+        mock_upstream(|_| Reply::status(202), |addr| config_with(addr, ALLOW_ALL, ALLOW_ALL, &token_profile(iam_addr)))
+            .await;
     let running = sparkrtc_gateway::start(Gateway::new(support::parse_config(&text)).unwrap(), None).await.unwrap();
     let h = Harness::around(&running, upstream);
     // The harness itself gives up after 20 s: a hang fails the test, not CI.
@@ -452,5 +460,9 @@ async fn an_iam_that_stalls_mid_answer_gives_503_instead_of_a_hang() {
     answer.assert_gateway_error(503, "RTCGW.5030");
     let readyz = h.call_at(running.admin_addr.unwrap(), "GET", "/readyz", &[], "").await;
     assert!(readyz.body.contains("IAM did not answer within 500 ms"), "{}", readyz.body);
-    assert_eq!(h.call("GET", &show_app(APP), &[], "").await.status, 202, "AK/SK calls are not held up by the stalled fetch");
+    assert_eq!(
+        h.call("GET", &show_app(APP), &[], "").await.status,
+        202,
+        "AK/SK calls are not held up by the stalled fetch"
+    );
 }
