@@ -129,6 +129,9 @@ pub async fn serve(args: &Args) -> ExitCode {
     };
     let path = args.config.clone().unwrap_or_default();
     let mut signals = Signals::new();
+    if running.gateway.config().watch_config {
+        signals.watch(path.clone());
+    }
     while let Signal::Reload = signals.next().await {
         let _ = running.reload(&path);
         // Token fetches may take a while; the loop must stay free to see a stop signal.
@@ -147,9 +150,14 @@ enum Signal {
     Reload,
 }
 
+/// How often a watched config file is read for changes.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The process's signal streams, registered once so that a signal arriving while the previous
-/// one is being handled is queued, not lost.
+/// one is being handled is queued, not lost; and, with `server.watch_config`, changes of the
+/// config file, which count as SIGHUP.
 struct Signals {
+    changed: Option<tokio::sync::mpsc::Receiver<()>>,
     #[cfg(unix)]
     streams: Option<[tokio::signal::unix::Signal; 3]>,
 }
@@ -162,22 +170,55 @@ impl Signals {
             let streams =
                 (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()));
             match streams {
-                (Ok(term), Ok(int), Ok(hup)) => Signals { streams: Some([term, int, hup]) },
-                _ => Signals { streams: None },
+                (Ok(term), Ok(int), Ok(hup)) => Signals { changed: None, streams: Some([term, int, hup]) },
+                _ => Signals { changed: None, streams: None },
             }
         }
         #[cfg(not(unix))]
-        Signals {}
+        Signals { changed: None }
+    }
+
+    /// Reports a change of `path`'s content (read every 2 s) as a reload. Content, not mtime:
+    /// a Kubernetes ConfigMap update swaps a symlink and may keep old timestamps.
+    fn watch(&mut self, path: PathBuf) {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        self.changed = Some(rx);
+        tokio::spawn(async move {
+            let mut last = std::fs::read(&path).ok();
+            loop {
+                tokio::time::sleep(WATCH_EVERY).await;
+                let now = std::fs::read(&path).ok();
+                if now.is_some() && now != last {
+                    last = now;
+                    tracing::info!(config = %path.display(), "config file changed; reloading");
+                    if tx.send(()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     /// Waits for SIGTERM or SIGINT (stop) or SIGHUP (reload).
     async fn next(&mut self) -> Signal {
+        let watched = self.changed.as_mut();
+        let changed = async move {
+            match watched {
+                Some(rx) => {
+                    if rx.recv().await.is_none() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
         #[cfg(unix)]
         if let Some([term, int, hup]) = &mut self.streams {
             return tokio::select! {
                 _ = term.recv() => Signal::Stop,
                 _ = int.recv() => Signal::Stop,
                 _ = hup.recv() => Signal::Reload,
+                () = changed => Signal::Reload,
             };
         }
         let _ = tokio::signal::ctrl_c().await;

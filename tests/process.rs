@@ -149,3 +149,28 @@ async fn sighup_reloads_and_sigterm_drains_the_real_process() {
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the port is closed after exit");
     assert_eq!(upstream.seen().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_config_file_reloads_without_a_signal() {
+    let (_, upstream_addr, _) = mock_upstream(|_| Reply::status(202), |addr| support::config_text(addr, "")).await;
+    let dir = std::env::temp_dir().join(format!("sparkrtc-gw-watch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("sk"), support::SK).unwrap();
+    let path = dir.join("gateway.toml");
+    let watched = |ops: &str| {
+        config(upstream_addr, ops).replace("drain_delay = \"5s\"", "drain_delay = \"0s\"\nwatch_config = true")
+    };
+    std::fs::write(&path, watched(r#""ShowApp""#)).unwrap();
+
+    let process = Process::spawn(&path);
+    let serving = process.wait_for("gateway serving");
+    let h = Harness::client_for(serving["listen"].as_str().unwrap().parse().unwrap());
+    let json = [("content-type", "application/json")];
+    let remove = format!("/v2/apps/{APP}/rooms/r1/batch-remove-users");
+    h.call("POST", &remove, &json, r#"{"user_ids":["u1"]}"#).await.assert_gateway_error(403, "RTCGW.4033");
+
+    std::fs::write(&path, watched(r#""ShowApp", "RemoveUsers""#)).unwrap();
+    process.wait_for("config file changed; reloading");
+    process.wait_for("config reloaded");
+    assert_eq!(h.call("POST", &remove, &json, r#"{"user_ids":["u1"]}"#).await.status, 202);
+}

@@ -51,6 +51,8 @@ pub struct Config {
     pub grace_period: Duration,
     /// The admin listener (`/healthz`, `/readyz`, `/metrics`); `None` when disabled.
     pub admin_listen: Option<SocketAddr>,
+    /// Reload when the config file changes, as on SIGHUP.
+    pub watch_config: bool,
     pub upstream: Upstream,
     pub log: Log,
     pub profiles: BTreeMap<String, Arc<Profile>>,

@@ -29,6 +29,7 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
     let grace_period = server
         .duration("grace_period", Duration::ZERO, Duration::from_secs(3600), &mut p)
         .unwrap_or(DEFAULT_GRACE_PERIOD);
+    let watch_config = server.boolean("watch_config", &mut p).unwrap_or(false);
     let tls = if server.has("tls") {
         let mut t = server.table("tls", &mut p);
         let tls = inbound_tls(&mut t, base, &mut p);
@@ -129,6 +130,7 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
             drain_delay,
             grace_period,
             admin_listen,
+            watch_config,
             listen,
             max_body_bytes,
             upstream,
