@@ -111,6 +111,12 @@ pub fn check(args: &Args) -> ExitCode {
 }
 
 pub async fn serve(args: &Args) -> ExitCode {
+    // Before anything can announce that the gateway serves: a SIGHUP that arrives early must
+    // find its handler installed (the default action would end the process), and a change to
+    // the file must be measured against the content that was loaded.
+    let mut signals = Signals::new();
+    let path = args.config.clone().unwrap_or_default();
+    let loaded = std::fs::read(&path).ok();
     let config = match load(args) {
         Ok(c) => c,
         Err(code) => return code,
@@ -127,10 +133,8 @@ pub async fn serve(args: &Args) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    let path = args.config.clone().unwrap_or_default();
-    let mut signals = Signals::new();
     if running.gateway.config().watch_config {
-        signals.watch(path.clone());
+        signals.watch(path.clone(), loaded);
     }
     while let Signal::Reload = signals.next().await {
         let _ = running.reload(&path);
@@ -180,11 +184,11 @@ impl Signals {
 
     /// Reports a change of `path`'s content (read every 2 s) as a reload. Content, not mtime:
     /// a Kubernetes ConfigMap update swaps a symlink and may keep old timestamps.
-    fn watch(&mut self, path: PathBuf) {
+    fn watch(&mut self, path: PathBuf, loaded: Option<Vec<u8>>) {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         self.changed = Some(rx);
         tokio::spawn(async move {
-            let mut last = std::fs::read(&path).ok();
+            let mut last = loaded;
             loop {
                 tokio::time::sleep(WATCH_EVERY).await;
                 let now = std::fs::read(&path).ok();
