@@ -196,7 +196,7 @@ impl Gateway {
         self.limit(state, &route, &who, record)?;
         let (parts, body) = req.into_parts();
         // 400: an unusable Content-Type.
-        let headers = relay::signed_headers(&parts.headers, route.operation)?;
+        let headers = relay::base_headers(&parts.headers, route.operation)?;
         // 413 / 408: the body, capped.
         let body = relay::read_body(body, &parts.headers, config.max_body_bytes, BODY_READ_TIMEOUT).await?;
         // 400: SparkRTC would refuse it too.

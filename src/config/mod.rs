@@ -24,7 +24,7 @@ use crate::ratelimit::LimitSpec;
 use crate::secret::Secret;
 use crate::signer::SigningKey;
 
-pub use reader::{parse_duration, Problem};
+pub use reader::Problem;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ENDPOINT: &str = "https://rtc-api.myhuaweicloud.com";

@@ -96,10 +96,6 @@ impl TokenCache {
         }
     }
 
-    pub fn spec(&self) -> &TokenSpec {
-        &self.spec
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the state half-written: every update is a
         // single assignment. Recover the guard rather than poison every later call.
