@@ -35,13 +35,13 @@ impl Handler for Admin {
         }
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".to_owned()),
-            "/readyz" => match self.gateway.readiness() {
-                Ok(()) => text(StatusCode::OK, "text/plain", "ready\n".to_owned()),
-                Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {why}\n")),
-            },
+            "/readyz" => {
+                let report = self.gateway.readiness();
+                let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                text(status, "text/plain", report.text)
+            }
             "/metrics" => {
-                let ready = self.gateway.readiness().is_ok();
-                text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", self.gateway.metrics().render(ready))
+                text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", self.gateway.render_metrics())
             }
             _ => text(StatusCode::NOT_FOUND, "text/plain", "admin endpoints: /healthz /readyz /metrics\n".to_owned()),
         }

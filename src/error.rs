@@ -14,11 +14,14 @@ use http::{header, HeaderValue, Response, StatusCode};
 use crate::body::Body;
 use crate::catalog::RouteError;
 use crate::policy::IdentifyError;
-use crate::ratelimit::Limited;
+use crate::ratelimit::{BackendError, Limited, Refusal};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub const HEADER_GATEWAY_ERROR: &str = "x-gateway-error";
+
+/// The shared limiter reconnects within about a second; callers retry after this.
+const LIMITER_RETRY_AFTER_SECS: u64 = 1;
 
 /// One request-path error, grouped by whose fault it is.
 #[derive(Debug)]
@@ -60,6 +63,9 @@ pub enum GatewayError {
         retry_after_secs: u64,
     },
 
+    // The shared rate-limit backend's: it could not decide and the limit says deny.
+    LimiterUnavailable(BackendError),
+
     // The upstream's: 5xx.
     UpstreamUnreachable(BoxError),
     UpstreamTimeout {
@@ -97,6 +103,7 @@ impl GatewayError {
             RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "RTCGW.4290", "RateLimited"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "RTCGW.5000", "InternalError"),
             CredentialsUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "RTCGW.5030", "CredentialsUnavailable"),
+            LimiterUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "RTCGW.5031", "RateLimiterUnavailable"),
             UpstreamUnreachable(_) => (StatusCode::BAD_GATEWAY, "RTCGW.5020", "UpstreamUnreachable"),
             UpstreamTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "RTCGW.5040", "UpstreamTimeout"),
         }
@@ -130,6 +137,9 @@ impl GatewayError {
             CredentialsUnavailable { retry_after_secs } => {
                 format!("the gateway has no valid SparkRTC credentials right now; retry after {retry_after_secs} s")
             }
+            LimiterUnavailable(_) => {
+                format!("the shared rate limiter cannot decide right now; retry after {LIMITER_RETRY_AFTER_SECS} s")
+            }
         }
     }
 
@@ -150,6 +160,9 @@ impl GatewayError {
             GatewayError::RateLimited(limited) => rate_limit_headers(headers, limited),
             GatewayError::CredentialsUnavailable { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            GatewayError::LimiterUnavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(LIMITER_RETRY_AFTER_SECS));
             }
             _ => {}
         }
@@ -174,6 +187,15 @@ fn rate_limit_headers(headers: &mut http::HeaderMap, l: &Limited) {
     }
 }
 
+impl From<Refusal> for GatewayError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Over(limited) => GatewayError::RateLimited(limited),
+            Refusal::BackendDown(e) => GatewayError::LimiterUnavailable(e),
+        }
+    }
+}
+
 impl fmt::Display for GatewayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (_, code, name) = self.parts();
@@ -187,6 +209,7 @@ impl std::error::Error for GatewayError {
         match self {
             BodyRead(e) | UpstreamUnreachable(e) | Internal(e) => Some(e.as_ref()),
             BadRoute(e) | UnknownOperation(e) => Some(e),
+            LimiterUnavailable(e) => Some(e),
             AppNotServed { .. }
             | ProjectMismatch
             | UnknownCallerKey
@@ -254,6 +277,7 @@ mod tests {
             (GatewayError::Internal(io("bug")), 500, "RTCGW.5000"),
             (GatewayError::UpstreamUnreachable(io("refused")), 502, "RTCGW.5020"),
             (GatewayError::CredentialsUnavailable { retry_after_secs: 5 }, 503, "RTCGW.5030"),
+            (GatewayError::LimiterUnavailable(BackendError::Timeout(Duration::from_millis(50))), 503, "RTCGW.5031"),
             (GatewayError::UpstreamTimeout { after: Duration::from_secs(1) }, 504, "RTCGW.5040"),
         ];
         for (err, status, code) in table {
@@ -271,6 +295,12 @@ mod tests {
         assert_eq!(rsp.headers()["retry-after"], "3");
         assert_eq!(rsp.headers()["ratelimit-policy"], "\"app\";q=4;w=2");
         assert_eq!(rsp.headers()["ratelimit"], "\"app\";r=0;t=3");
+    }
+
+    #[test]
+    fn limiter_unavailable_says_when_to_retry() {
+        let rsp = GatewayError::LimiterUnavailable(BackendError::Timeout(Duration::from_millis(50))).to_response("r");
+        assert_eq!(rsp.headers()["retry-after"], "1");
     }
 
     #[test]

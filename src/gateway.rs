@@ -23,7 +23,8 @@ use crate::credentials::{Authorization, Credentials};
 use crate::error::{BoxError, GatewayError};
 use crate::metrics::{Counters, Metrics};
 use crate::policy::{Decision, Identity};
-use crate::ratelimit::Limits;
+use crate::ratelimit::{Limits, Subject};
+use crate::readiness::{self, Report, ServedApp};
 use crate::relay;
 use crate::signer::{self, HeaderList, SdkDate, SignInput};
 use crate::telemetry::CallRecord;
@@ -81,7 +82,8 @@ impl Gateway {
         let metrics = Arc::new(Metrics::default());
         let upstream = Upstream::new(&config.upstream)?;
         let credentials = Credentials::build(&config, &upstream, clock.clone(), metrics.clone(), None);
-        let state = State { upstream, limits: Limits::new(&config), credentials, config: Arc::new(config) };
+        let limits = Limits::new(config.limit_plan(), &config.limits.backend)?;
+        let state = State { upstream, limits, credentials, config: Arc::new(config) };
         let inner = Inner {
             state: ArcSwap::from_pointee(state),
             clock,
@@ -102,7 +104,7 @@ impl Gateway {
         } else {
             Upstream::new(&config.upstream)?
         };
-        let limits = old.limits.reloaded(&config);
+        let limits = old.limits.reloaded(config.limit_plan(), &config.limits.backend)?;
         let (clock, metrics) = (self.inner.clock.clone(), self.inner.metrics.clone());
         let credentials = Credentials::build(&config, &upstream, clock, metrics, Some(&old.credentials));
         self.inner.state.store(Arc::new(State { config: Arc::new(config), limits, upstream, credentials }));
@@ -119,12 +121,34 @@ impl Gateway {
         self.inner.draining.store(true, Ordering::SeqCst);
     }
 
-    /// `Ok` when the gateway should get traffic: not draining, and credentials usable.
-    pub fn readiness(&self) -> Result<(), String> {
+    /// Whether this replica should get traffic, and why: not draining, and able to serve its
+    /// apps as `[admin] readiness` asks (see [`readiness`]).
+    pub fn readiness(&self) -> Report {
         if self.inner.draining.load(Ordering::SeqCst) {
-            return Err("draining".to_owned());
+            return readiness::draining();
         }
-        self.inner.state.load().credentials.readiness()
+        let state = self.inner.state.load();
+        let config = &state.config;
+        let plan = state.limits.plan();
+        let served =
+            config.apps.iter().map(|(id, app)| (id.as_str(), app)).chain(config.account.iter().map(|a| ("", a)));
+        let apps: Vec<ServedApp<'_>> = served
+            .map(|(id, app)| ServedApp {
+                id,
+                profile: &app.profile.name,
+                needs_backend: plan.denies_on_backend_error(id),
+            })
+            .collect();
+        readiness::assess(config.readiness, &apps, &state.credentials.states(), state.limits.backend_up())
+    }
+
+    /// The Prometheus text for `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        let ready = self.readiness().ready;
+        let state = self.inner.state.load();
+        let profiles: Vec<(&str, bool)> =
+            state.credentials.states().into_iter().map(|(name, s)| (name, s.is_ok())).collect();
+        self.inner.metrics.render(ready, &profiles, state.limits.backend_up())
     }
 
     /// Re-reads key files and refreshes IAM tokens that are due (the server runs this every few
@@ -132,6 +156,13 @@ impl Gateway {
     pub async fn maintain_credentials(&self) {
         let state = self.inner.state.load_full();
         state.credentials.maintain().await;
+    }
+
+    /// Probes the shared limiter backend, so readiness follows Redis and a lost connection is
+    /// re-made without waiting for a call (the server runs this with the credentials tick).
+    pub async fn probe_limiter(&self) {
+        let state = self.inner.state.load_full();
+        state.limits.probe().await;
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -193,7 +224,7 @@ impl Gateway {
         // 403: no rule allows it.
         self.authorize(app, &who, &route, record)?;
         // 429: after authorization, so refused calls spend no app's budget.
-        self.limit(state, &route, &who, record)?;
+        self.limit(state, &route, &who, record).await?;
         let (parts, body) = req.into_parts();
         // 400: an unusable Content-Type.
         let headers = relay::base_headers(&parts.headers, route.operation)?;
@@ -226,9 +257,17 @@ impl Gateway {
         }
     }
 
-    fn limit(&self, state: &State, route: &Route, who: &Identity, record: &mut CallRecord) -> Result<(), GatewayError> {
-        let shadowed =
-            state.limits.check(route.app.as_deref(), route.operation.name, who).map_err(GatewayError::RateLimited)?;
+    async fn limit(
+        &self,
+        state: &State,
+        route: &Route,
+        who: &Identity,
+        record: &mut CallRecord,
+    ) -> Result<(), GatewayError> {
+        let subject = Subject { caller: who.name.as_deref(), address: who.address };
+        let checked = state.limits.check(route.app.as_deref(), route.operation.name, subject).await;
+        self.inner.metrics.limiter(&checked.via);
+        let shadowed = checked.verdict?;
         for limited in shadowed {
             self.inner.metrics.shadow_rate_limit();
             record.shadow(&format!(

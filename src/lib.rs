@@ -18,6 +18,7 @@ pub mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
+pub mod readiness;
 pub mod relay;
 pub mod request_id;
 pub mod sandbox;

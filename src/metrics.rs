@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::catalog::{Catalog, Operation};
 use crate::error::GatewayError;
+use crate::ratelimit::Via;
 
 /// Histogram buckets, in seconds.
 const BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -50,6 +51,7 @@ pub struct Counters {
     pub refused_validation: AtomicU64,
     pub refused_routing: AtomicU64,
     pub refused_credentials: AtomicU64,
+    pub refused_limiter: AtomicU64,
     pub shadow_allowlist: AtomicU64,
     pub shadow_rate_limit: AtomicU64,
     pub upstream_connect_errors: AtomicU64,
@@ -73,6 +75,7 @@ impl Counters {
             UpstreamUnreachable(_) => &self.upstream_connect_errors,
             UpstreamTimeout { .. } => &self.upstream_timeouts,
             CredentialsUnavailable { .. } => &self.refused_credentials,
+            LimiterUnavailable(_) => &self.refused_limiter,
             Internal(_) => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -82,6 +85,19 @@ impl Counters {
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
+
+/// The shared limiter backend: how long its decisions take and how it fails.
+struct LimiterMetrics {
+    decisions: Histogram,
+    /// By kind: timeout, connection, response, setup.
+    errors: [AtomicU64; 4],
+    /// Calls forwarded because the backend could not decide and the limits said allow.
+    failed_open: AtomicU64,
+    /// Calls the local pre-check refused without a round trip.
+    local_refusals: AtomicU64,
+}
+
+const BACKEND_ERROR_KINDS: [&str; 4] = ["timeout", "connection", "response", "setup"];
 
 /// `sparkrtc_gateway_requests_total` labels: app, operation, status, origin.
 type RequestLabels = (String, &'static str, u16, &'static str);
@@ -94,6 +110,7 @@ pub struct Metrics {
     in_flight: AtomicI64,
     /// Last measured offset of our clock from the upstream's `Date`, in seconds (ours minus theirs).
     pub clock_skew_secs: AtomicI64,
+    limiter: LimiterMetrics,
 }
 
 impl Default for Metrics {
@@ -105,6 +122,12 @@ impl Default for Metrics {
             upstream_latency: std::array::from_fn(|_| Histogram::new()),
             in_flight: AtomicI64::new(0),
             clock_skew_secs: AtomicI64::new(0),
+            limiter: LimiterMetrics {
+                decisions: Histogram::new(),
+                errors: std::array::from_fn(|_| AtomicU64::new(0)),
+                failed_open: AtomicU64::new(0),
+                local_refusals: AtomicU64::new(0),
+            },
         }
     }
 }
@@ -152,6 +175,24 @@ impl Metrics {
         }
     }
 
+    /// Records how the limiter decided a call.
+    pub fn limiter(&self, via: &Via) {
+        let l = &self.limiter;
+        match via {
+            Via::Process => {}
+            Via::Precheck => bump(&l.local_refusals),
+            Via::Redis(took) => l.decisions.observe(*took),
+            Via::BackendFailed { error_kind, admitted } => {
+                if let Some(i) = BACKEND_ERROR_KINDS.iter().position(|k| k == error_kind) {
+                    bump(&l.errors[i]);
+                }
+                if *admitted {
+                    bump(&l.failed_open);
+                }
+            }
+        }
+    }
+
     pub fn shadow_allowlist(&self) {
         bump(&self.counters.shadow_allowlist);
     }
@@ -160,8 +201,9 @@ impl Metrics {
         bump(&self.counters.shadow_rate_limit);
     }
 
-    /// The Prometheus text exposition (version 0.0.4).
-    pub fn render(&self, ready: bool) -> String {
+    /// The Prometheus text exposition (version 0.0.4). `profiles`: each profile and whether its
+    /// credentials are usable; `backend_up`: the shared limiter's state (`None`: local).
+    pub fn render(&self, ready: bool, profiles: &[(&str, bool)], backend_up: Option<bool>) -> String {
         let mut out = String::with_capacity(8 * 1024);
         out.push_str("# HELP sparkrtc_gateway_requests_total Calls answered, by app, operation, status and who made the answer.\n");
         out.push_str("# TYPE sparkrtc_gateway_requests_total counter\n");
@@ -189,6 +231,7 @@ impl Metrics {
             ("validation", &c.refused_validation),
             ("routing", &c.refused_routing),
             ("credentials", &c.refused_credentials),
+            ("limiter_unavailable", &c.refused_limiter),
         ];
         counter_family(
             &mut out,
@@ -244,10 +287,42 @@ impl Metrics {
         gauge(
             &mut out,
             "sparkrtc_gateway_ready",
-            "1 when ready for traffic, 0 when draining or without credentials.",
+            "1 when ready for traffic, 0 when draining or no app can be served.",
             i64::from(ready),
         );
+        out.push_str("# HELP sparkrtc_gateway_profile_usable 1 while the profile's credentials can sign calls.\n");
+        out.push_str("# TYPE sparkrtc_gateway_profile_usable gauge\n");
+        for (name, usable) in profiles {
+            let _ =
+                writeln!(out, "sparkrtc_gateway_profile_usable{{profile=\"{}\"}} {}", escape(name), u8::from(*usable));
+        }
+        if let Some(up) = backend_up {
+            self.render_limiter(&mut out, up);
+        }
         out
+    }
+
+    fn render_limiter(&self, out: &mut String, up: bool) {
+        let l = &self.limiter;
+        gauge(
+            out,
+            "sparkrtc_gateway_ratelimit_backend_up",
+            "1 while the shared limiter backend (Redis) answers.",
+            i64::from(up),
+        );
+        let name = "sparkrtc_gateway_ratelimit_backend_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} Rate-limit decisions made by the shared backend, round trip included.\n# TYPE {name} histogram");
+        write_histogram(out, name, "", &l.decisions);
+        let errors: Vec<(&str, &AtomicU64)> = BACKEND_ERROR_KINDS.iter().copied().zip(&l.errors).collect();
+        counter_family(
+            out,
+            "sparkrtc_gateway_ratelimit_backend_errors_total",
+            "Rate-limit decisions the shared backend failed, by kind.",
+            "kind",
+            &errors,
+        );
+        let _ = writeln!(out, "# HELP sparkrtc_gateway_ratelimit_backend_failed_open_total Calls forwarded unlimited because the backend failed and on_backend_error is allow.\n# TYPE sparkrtc_gateway_ratelimit_backend_failed_open_total counter\nsparkrtc_gateway_ratelimit_backend_failed_open_total {}", l.failed_open.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP sparkrtc_gateway_ratelimit_local_refusals_total Calls the local pre-check refused without asking the backend.\n# TYPE sparkrtc_gateway_ratelimit_local_refusals_total counter\nsparkrtc_gateway_ratelimit_local_refusals_total {}", l.local_refusals.load(Ordering::Relaxed));
     }
 
     fn histograms(&self, out: &mut String, name: &str, help: &str, family: &[Histogram; SLOTS]) {
@@ -257,17 +332,24 @@ impl Metrics {
             if count == 0 {
                 continue;
             }
-            let op = slot_name(i);
-            let mut cumulative = 0;
-            for (bound, bucket) in BUCKETS.iter().zip(&h.buckets) {
-                cumulative += bucket.load(Ordering::Relaxed);
-                let _ = writeln!(out, "{name}_bucket{{operation=\"{op}\",le=\"{bound}\"}} {cumulative}");
-            }
-            let _ = writeln!(out, "{name}_bucket{{operation=\"{op}\",le=\"+Inf\"}} {count}");
-            let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(out, "{name}_sum{{operation=\"{op}\"}} {sum}\n{name}_count{{operation=\"{op}\"}} {count}");
+            write_histogram(out, name, &format!("operation=\"{}\",", slot_name(i)), h);
         }
     }
+}
+
+/// One histogram's series; `labels` is empty or ends in a comma.
+fn write_histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    let count = h.count.load(Ordering::Relaxed);
+    let mut cumulative = 0;
+    for (bound, bucket) in BUCKETS.iter().zip(&h.buckets) {
+        cumulative += bucket.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+    let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+    let plain = labels.trim_end_matches(',');
+    let braced = if plain.is_empty() { String::new() } else { format!("{{{plain}}}") };
+    let _ = writeln!(out, "{name}_sum{braced} {sum}\n{name}_count{braced} {count}");
 }
 
 fn counter_family(out: &mut String, name: &str, help: &str, label: &str, values: &[(&str, &AtomicU64)]) {
@@ -296,7 +378,7 @@ mod tests {
         let op = Catalog.by_name("RemoveUsers");
         m.call("app-1", op, 202, "upstream", Duration::from_millis(3), Some(Duration::from_millis(2)));
         m.call("other", None, 404, "gateway", Duration::from_micros(100), None);
-        let text = m.render(true);
+        let text = m.render(true, &[("main", true), ("iam", false)], None);
         assert!(text.contains("sparkrtc_gateway_requests_total{app=\"app-1\",operation=\"RemoveUsers\",status=\"202\",origin=\"upstream\"} 1"), "{text}");
         assert!(
             text.contains("sparkrtc_gateway_request_duration_seconds_bucket{operation=\"RemoveUsers\",le=\"0.005\"} 1")
@@ -308,5 +390,28 @@ mod tests {
             "sparkrtc_gateway_requests_total{app=\"other\",operation=\"-\",status=\"404\",origin=\"gateway\"} 1"
         ));
         assert!(text.contains("sparkrtc_gateway_ready 1"));
+        assert!(text.contains("sparkrtc_gateway_profile_usable{profile=\"iam\"} 0"), "{text}");
+        assert!(!text.contains("ratelimit_backend"), "no backend series with the local limiter");
+    }
+
+    #[test]
+    fn renders_the_shared_limiter_backend() {
+        let m = Metrics::default();
+        m.limiter(&Via::Redis(Duration::from_micros(300)));
+        m.limiter(&Via::Precheck);
+        m.limiter(&Via::BackendFailed { error_kind: "timeout", admitted: true });
+        m.limiter(&Via::BackendFailed { error_kind: "connection", admitted: false });
+        let text = m.render(true, &[], Some(false));
+        for line in [
+            "sparkrtc_gateway_ratelimit_backend_up 0",
+            "sparkrtc_gateway_ratelimit_backend_duration_seconds_bucket{le=\"0.001\"} 1",
+            "sparkrtc_gateway_ratelimit_backend_duration_seconds_count 1",
+            "sparkrtc_gateway_ratelimit_backend_errors_total{kind=\"timeout\"} 1",
+            "sparkrtc_gateway_ratelimit_backend_errors_total{kind=\"connection\"} 1",
+            "sparkrtc_gateway_ratelimit_backend_failed_open_total 1",
+            "sparkrtc_gateway_ratelimit_local_refusals_total 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

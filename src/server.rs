@@ -182,6 +182,7 @@ pub async fn start(gateway: Gateway, listen: Option<SocketAddr>) -> Result<Runni
             // Fetch tokens before the first call needs one, then keep them and the keys fresh.
             loop {
                 gateway.maintain_credentials().await;
+                gateway.probe_limiter().await;
                 tokio::select! {
                     () = tokio::time::sleep(CREDENTIALS_EVERY) => {}
                     _ = stopped.wait_for(|s| *s) => break,

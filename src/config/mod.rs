@@ -4,6 +4,7 @@
 //! Secrets are never required inline: each may come from the file (`secret_key`), an
 //! environment variable (`secret_key_env`) or a file of its own (`secret_key_file`).
 
+mod limits;
 mod policy;
 mod profile;
 mod reader;
@@ -20,10 +21,11 @@ use http::uri::{Authority, Scheme};
 
 use crate::credentials::keys::{KeyFiles, LoadedKey};
 use crate::policy::{Access, Callers};
-use crate::ratelimit::LimitSpec;
+use crate::ratelimit::{AppLimits, Backend, LimitPlan, LimitSpec};
 use crate::secret::Secret;
 use crate::signer::SigningKey;
 
+pub use limits::{DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_TIMEOUT};
 pub use reader::Problem;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -51,6 +53,8 @@ pub struct Config {
     pub grace_period: Duration,
     /// The admin listener (`/healthz`, `/readyz`, `/metrics`); `None` when disabled.
     pub admin_listen: Option<SocketAddr>,
+    /// What `/readyz` requires.
+    pub readiness: Readiness,
     /// Reload when the config file changes, as on SIGHUP.
     pub watch_config: bool,
     pub upstream: Upstream,
@@ -66,12 +70,24 @@ pub struct Config {
     pub limits: DefaultLimits,
 }
 
-/// `[limits]`: what applies where nothing more specific is set.
-#[derive(Debug, Clone, Copy, Default)]
+/// `[limits]`: what applies where nothing more specific is set, and where state is kept.
+#[derive(Debug, Clone, Default)]
 pub struct DefaultLimits {
     pub per_app: Option<LimitSpec>,
     /// Each caller: named ones by name, unnamed ones by address.
     pub per_caller: Option<LimitSpec>,
+    pub backend: Backend,
+}
+
+/// `[admin] readiness`: when `/readyz` answers 200.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Readiness {
+    /// While at least one served app can be served: a central gateway keeps serving the apps
+    /// whose credentials work while one account's IAM is down.
+    #[default]
+    Any,
+    /// Only while every served app can be served: a sidecar for one app.
+    All,
 }
 
 /// TLS on the proxy listener.
@@ -232,6 +248,29 @@ impl Config {
         })?;
         validate::config(&doc, base, env)
             .map_err(|problems| ConfigError::Invalid { origin: origin.to_owned(), problems })
+    }
+
+    /// Every limit, as the limiter takes them: app limits default to `limits.per_app`, caller
+    /// limits to `limits.per_caller`, unnamed callers per address.
+    pub fn limit_plan(&self) -> LimitPlan {
+        let served = self.apps.iter().map(|(id, app)| (id.as_str(), app)).chain(self.account.iter().map(|a| ("", a)));
+        let apps = served
+            .map(|(id, app)| {
+                let limits =
+                    AppLimits { app: app.limit.or(self.limits.per_app), operations: app.operation_limits.clone() };
+                (id.to_owned(), limits)
+            })
+            .collect();
+        let callers = self
+            .callers
+            .named
+            .iter()
+            .filter_map(|c| {
+                let spec = self.caller_limits.get(&c.name).copied().or(self.limits.per_caller)?;
+                Some((c.name.clone(), spec))
+            })
+            .collect();
+        LimitPlan { apps, callers, per_address: self.limits.per_caller }
     }
 
     /// The served app a call acts on (`None`: account-level).

@@ -1,20 +1,21 @@
 //! The policy part of the configuration: callers, allow rules and rate limits.
 
 use std::collections::BTreeMap;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use http::HeaderName;
 
+use super::limits::limit;
 use super::reader::{Problems, Table};
 use crate::catalog::Catalog;
 use crate::policy::{expand_operations, Access, CallerSpec, Callers, Cidr, Rule, DEFAULT_KEY_HEADER};
-use crate::ratelimit::{LimitSpec, Rate};
+use crate::ratelimit::{LimitSpec, OnBackendError};
 
 /// `[policy]` and `[callers.NAME]`.
 pub(super) fn callers(
     policy: &mut Table<'_>,
     callers: &mut Table<'_>,
+    on_error: OnBackendError,
     p: &mut Problems,
 ) -> (Callers, BTreeMap<Arc<str>, LimitSpec>) {
     let header = policy.string("key_header", p).unwrap_or(DEFAULT_KEY_HEADER);
@@ -55,7 +56,7 @@ pub(super) fn callers(
                 "this caller can never be recognised; give addresses, key_sha256 or cert_names",
             );
         }
-        if let Some(spec) = limit(&mut t, "limit", p) {
+        if let Some(spec) = limit(&mut t, "limit", on_error, p) {
             limits.insert(name.clone(), spec);
         }
         t.finish(p);
@@ -80,35 +81,11 @@ fn cidrs(t: &mut Table<'_>, key: &str, p: &mut Problems) -> Vec<Cidr> {
     out
 }
 
-/// `NAME = { rate = "10/s", burst = 20, shadow = false }`.
-pub(super) fn limit(t: &mut Table<'_>, key: &str, p: &mut Problems) -> Option<LimitSpec> {
-    if !t.has(key) {
-        return None;
-    }
-    let mut lt = t.table(key, p);
-    let burst = lt.integer("burst", 1, u64::from(u32::MAX), p).and_then(|b| NonZeroU32::new(u32::try_from(b).ok()?));
-    let shadow = lt.boolean("shadow", p).unwrap_or(false);
-    let rate = match lt.string("rate", p) {
-        None => {
-            p.push(lt.key_path("rate"), "is missing; write it like \"10/s\", \"600/m\" or \"1000/h\"");
-            None
-        }
-        Some(text) => Rate::parse(text, burst).or_else(|| {
-            p.push(
-                lt.key_path("rate"),
-                format!("{text:?} is not a rate; write it like \"10/s\", \"600/m\" or \"1000/h\" (at least 1)"),
-            );
-            None
-        }),
-    };
-    lt.finish(p);
-    rate.map(|rate| LimitSpec { rate, shadow })
-}
-
 /// `allow`, `shadow`, `limit` and `operation_limits` of an app or of `[account]`.
 pub(super) fn access(
     t: &mut Table<'_>,
     callers: &Callers,
+    on_error: OnBackendError,
     p: &mut Problems,
 ) -> (Access, Option<LimitSpec>, BTreeMap<&'static str, LimitSpec>) {
     let origin = t.key_path("allow");
@@ -120,13 +97,13 @@ pub(super) fn access(
         }
         Some(tables) => tables.into_iter().filter_map(|rt| rule(rt, callers, p)).collect(),
     };
-    let app_limit = limit(t, "limit", p);
+    let app_limit = limit(t, "limit", on_error, p);
     let mut operation_limits = BTreeMap::new();
     if t.has("operation_limits") {
         let mut ot = t.table("operation_limits", p);
         let names: Vec<String> = ot.keys();
         for name in names {
-            match (Catalog.by_name(&name), limit(&mut ot, &name, p)) {
+            match (Catalog.by_name(&name), limit(&mut ot, &name, on_error, p)) {
                 (Some(op), Some(spec)) => {
                     operation_limits.insert(op.name, spec);
                 }

@@ -41,6 +41,14 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
     server.finish(&mut p);
 
     let mut admin = root.table("admin", &mut p);
+    let readiness = match admin.string("readiness", &mut p) {
+        None | Some("any") => Readiness::Any,
+        Some("all") => Readiness::All,
+        Some(other) => {
+            p.push(admin.key_path("readiness"), format!("{other:?} must be \"any\" (ready while some app can be served) or \"all\" (only while every app can)"));
+            Readiness::Any
+        }
+    };
     let admin_listen = match admin.boolean("enabled", &mut p).unwrap_or(true) {
         true => address(&mut admin, "listen", DEFAULT_ADMIN_LISTEN, &mut p),
         false => {
@@ -91,9 +99,15 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
         );
     }
 
+    // Read first: every limit defaults to its on_backend_error.
+    let mut limits_table = root.table("limits", &mut p);
+    let on_error = super::limits::on_backend_error(&mut limits_table, "on_backend_error", &mut p).unwrap_or_default();
+    let limits = super::limits::defaults(&mut limits_table, on_error, base, env, &mut p);
+    limits_table.finish(&mut p);
+
     let mut policy_table = root.table("policy", &mut p);
     let mut callers_table = root.table("callers", &mut p);
-    let (callers, caller_limits) = super::policy::callers(&mut policy_table, &mut callers_table, &mut p);
+    let (callers, caller_limits) = super::policy::callers(&mut policy_table, &mut callers_table, on_error, &mut p);
     policy_table.finish(&mut p);
     let client_certs = tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
     for caller in callers.named.iter().filter(|c| !c.cert_names.is_empty() && !client_certs) {
@@ -102,24 +116,21 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
             "can never match: set [server.tls] client_ca_file so callers present certificates",
         );
     }
-    let mut limits_table = root.table("limits", &mut p);
-    let limits = DefaultLimits {
-        per_app: super::policy::limit(&mut limits_table, "per_app", &mut p),
-        per_caller: super::policy::limit(&mut limits_table, "per_caller", &mut p),
-    };
-    limits_table.finish(&mut p);
 
     let mut apps = BTreeMap::new();
     let mut apps_table = root.table("apps", &mut p);
     for (id, mut t) in apps_table.entries(&mut p) {
-        if let Some(app) = app(&mut t, &profiles, &declared, &callers, &mut p) {
+        if let Some(app) = app(&mut t, &profiles, &declared, &callers, on_error, &mut p) {
             apps.insert(id.to_owned(), app);
         }
         t.finish(&mut p);
     }
     let mut account_table = root.table("account", &mut p);
-    let account =
-        if account_table.present() { app(&mut account_table, &profiles, &declared, &callers, &mut p) } else { None };
+    let account = if account_table.present() {
+        app(&mut account_table, &profiles, &declared, &callers, on_error, &mut p)
+    } else {
+        None
+    };
     account_table.finish(&mut p);
     root.finish(&mut p);
 
@@ -130,6 +141,7 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
             drain_delay,
             grace_period,
             admin_listen,
+            readiness,
             watch_config,
             listen,
             max_body_bytes,
@@ -278,10 +290,11 @@ fn app(
     profiles: &BTreeMap<String, Arc<Profile>>,
     declared: &[&str],
     callers: &crate::policy::Callers,
+    on_error: crate::ratelimit::OnBackendError,
     p: &mut Problems,
 ) -> Option<App> {
     let profile = profile_ref(t, profiles, declared, p);
-    let (access, limit, operation_limits) = super::policy::access(t, callers, p);
+    let (access, limit, operation_limits) = super::policy::access(t, callers, on_error, p);
     Some(App { profile: profile?, access, limit, operation_limits })
 }
 

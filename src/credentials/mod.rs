@@ -8,7 +8,7 @@
 pub mod keys;
 pub mod token;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::clock::Clock;
@@ -120,21 +120,18 @@ impl Credentials {
         }
     }
 
-    /// `Ok` when every profile has a usable credential (tokens not yet fetched count as usable
-    /// until a fetch fails).
-    pub fn readiness(&self) -> Result<(), String> {
+    /// Each profile's state, by name: `Err` says why calls on its apps get 503 now. Tokens not
+    /// yet fetched count as usable until a fetch fails.
+    pub fn states(&self) -> BTreeMap<&str, Result<(), String>> {
         let now = self.clock.now();
-        for (name, (_, credential)) in &self.by_profile {
-            match credential {
-                Credential::Token(cache) => cache.readiness()?,
-                Credential::Keys(source) => {
-                    if source.current().expires_at.is_some_and(|at| at <= now) {
-                        return Err(format!("profile {name:?}: temporary keys expired"));
-                    }
-                }
+        let state = |credential: &Credential| match credential {
+            Credential::Token(cache) => cache.readiness(),
+            Credential::Keys(source) if source.current().expires_at.is_some_and(|at| at <= now) => {
+                Err("temporary keys expired and no new ones arrived".to_owned())
             }
-        }
-        Ok(())
+            Credential::Keys(_) => Ok(()),
+        };
+        self.by_profile.iter().map(|(name, (_, credential))| (name.as_str(), state(credential))).collect()
     }
 
     /// Re-reads key files and refreshes tokens that are due. Run every few seconds and on SIGHUP.

@@ -172,7 +172,7 @@ impl TokenCache {
         let state = self.lock();
         let valid = state.token.as_ref().is_some_and(|t| t.expires_at > now);
         match (&state.last_error, valid) {
-            (Some(error), false) => Err(format!("profile {:?} has no valid IAM token: {error}", self.profile)),
+            (Some(error), false) => Err(format!("no valid IAM token: {error}")),
             _ => Ok(()),
         }
     }

@@ -391,3 +391,4 @@ impl std::io::Write for Capture {
         Ok(())
     }
 }
+pub mod redis;
