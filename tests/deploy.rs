@@ -31,10 +31,12 @@ fn manifests() -> Vec<(String, Vec<Yaml>)> {
 fn check_embedded(origin: &str, toml: &str) -> Config {
     let dir = std::env::temp_dir().join(format!("sparkrtc-gw-deploy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for name in ["access_key", "secret_key"] {
+    for name in ["access_key", "secret_key", "password", "ca.pem"] {
         std::fs::write(dir.join(name), "placeholder").unwrap();
     }
-    let toml = toml.replace("/var/run/secrets/sparkrtc/", &format!("{}/", dir.display()));
+    let toml = toml
+        .replace("/var/run/secrets/sparkrtc/", &format!("{}/", dir.display()))
+        .replace("/var/run/secrets/redis/", &format!("{}/", dir.display()));
     Config::parse(&toml, origin, &dir, &|_| None).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -55,6 +57,12 @@ fn kubernetes_manifests_parse_and_embed_valid_configs_with_probes_on_the_admin_p
                         .unwrap_or_else(|| panic!("{file}: ConfigMap without gateway.toml"));
                     let config = check_embedded(&file, toml);
                     admin_port = config.admin_listen.map(|a| a.port());
+                    if file.ends_with("central.yaml") {
+                        assert!(
+                            matches!(config.limits.backend, sparkrtc_gateway::ratelimit::Backend::Redis(_)),
+                            "{file}: replicas must share their limits"
+                        );
+                    }
                 }
                 Some("Deployment") => {
                     deployments += 1;

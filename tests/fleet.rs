@@ -223,6 +223,7 @@ async fn the_local_precheck_refuses_without_a_round_trip_until_redis_would_admit
 
 #[tokio::test]
 async fn tls_and_a_password_from_a_file_reach_redis_and_a_wrong_password_denies() {
+    let logs = support::captured_logs();
     let redis = RedisServer::start_tls();
     let dir = std::env::temp_dir().join(format!("sparkrtc-gw-fleet-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -245,6 +246,11 @@ async fn tls_and_a_password_from_a_file_reach_redis_and_a_wrong_password_denies(
         let (other, _) = replica(&text, Duration::ZERO, true).await;
         let answer = remove_users(&Harness::around(&other, upstream), "c").await;
         assert_eq!(answer.status, expected, "{answer:?}");
+    }
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(logs.contains("rate-limit backend"), "the refusal was logged at all");
+    for secret in ["redis-pass-do-not-log", "not-the-password"] {
+        assert!(!logs.contains(secret), "a Redis password reached the logs");
     }
 }
 
@@ -277,4 +283,27 @@ async fn one_profile_down_leaves_the_replica_ready_unless_readiness_is_all() {
         assert!(metrics.contains("sparkrtc_gateway_profile_usable{profile=\"iam\"} 0"), "{metrics}");
         assert!(metrics.contains("sparkrtc_gateway_profile_usable{profile=\"main\"} 1"), "{metrics}");
     }
+}
+
+#[tokio::test]
+async fn a_stalled_redis_costs_a_call_its_timeout_then_on_backend_error_decides() {
+    let redis = RedisServer::start();
+    let (upstream, _, text) = mock_upstream(
+        |_| Reply::status(202),
+        |addr| {
+            limited_app(addr, "1/m", 5, &limits(&redis, "deny", "")).replace("timeout = \"10s\"", "timeout = \"200ms\"")
+        },
+    )
+    .await;
+    let (running, _) = replica(&text, Duration::ZERO, true).await;
+    let h = Harness::around(&running, upstream.clone());
+    assert_eq!(remove_users(&h, "a").await.status, 202);
+    // Redis holds every command for 10 s: a stall, not an outage.
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "10000", "ALL"]).trim(), "OK");
+    let answer = remove_users(&h, "b").await;
+    answer.assert_gateway_error(503, "RTCGW.5031");
+    assert_eq!(forwarded_users(&upstream), ["a"]);
+    let metrics = h.call_at(running.admin_addr.unwrap(), "GET", "/metrics", &[], "").await.body;
+    assert!(metrics.contains("sparkrtc_gateway_ratelimit_backend_errors_total{kind=\"timeout\"} 1"), "{metrics}");
+    assert!(metrics.contains("sparkrtc_gateway_ratelimit_backend_up 1"), "a slow answer is not an outage: {metrics}");
 }
