@@ -114,3 +114,33 @@ fn bundled_configs_pass_check() {
         assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+#[test]
+fn limiter_backend_mistakes_say_what_to_write_and_never_quote_a_password() {
+    let base = "[profiles.main]\naccess_key = \"AK\"\nsecret_key = \"SK\"\nproject_id = \"p\"\n";
+    let found = problems(&format!(
+        "{base}[limits]\nbackend = \"redis\"\non_backend_error = \"maybe\"\nper_app = {{ rate = \"1/s\", on_backend_error = \"sometimes\" }}\n[limits.redis]\nurl = \"redis://:hunter2-secret@redis:6379/0\"\ntimeout = \"1m\"\n"
+    ));
+    let expect = [
+        "limits.on_backend_error: \"maybe\" must be \"allow\"",
+        "limits.per_app.on_backend_error: \"sometimes\" must be \"allow\"",
+        "limits.redis.url: holds credentials; remove them from the URL and set username and password_env or password_file",
+        "limits.redis.timeout: \"1m\" must be between 1ms and 10s",
+    ];
+    for e in expect {
+        assert!(found.iter().any(|p| p.starts_with(e)), "missing {e:?} in {found:#?}");
+    }
+    assert!(found.iter().all(|p| !p.contains("hunter2")), "the password was quoted: {found:#?}");
+
+    let found = problems(&format!("{base}[limits]\nbackend = \"memcached\"\n"));
+    assert!(found[0].starts_with("limits.backend: \"memcached\" is not a limiter backend"), "{found:?}");
+    let found = problems(&format!("{base}[limits.redis]\nurl = \"redis://r:6379\"\n"));
+    assert!(found[0].contains("set backend = \"redis\""), "{found:?}");
+    let found =
+        problems(&format!("{base}[limits]\nbackend = \"redis\"\n[limits.redis]\nurl = \"redis+sentinel://r:26379\"\n"));
+    assert!(found[0].contains("Sentinel and Cluster URLs are not supported"), "{found:?}");
+    let found = problems(&format!("{base}[limits]\nbackend = \"redis\"\n"));
+    assert!(found[0].starts_with("limits.redis.url: is missing"), "{found:?}");
+    let found = problems(&format!("{base}[admin]\nreadiness = \"most\"\n"));
+    assert!(found[0].starts_with("admin.readiness: \"most\" must be \"any\""), "{found:?}");
+}
