@@ -7,7 +7,7 @@ import json
 import os
 import statistics
 
-TARGET_ORDER = ["direct", "nginx", "gateway"]
+TARGET_ORDER = ["direct", "nginx", "gateway", "gateway-redis"]
 
 
 def load_rows(path):
@@ -89,6 +89,7 @@ def summarize(rows, scenario):
             "errors": sum(r["errors"] for r in rs),
             "requests": sum(r["requests"] for r in rs),
             "signed": sum(r["signed"] for r in rs),
+            "redis_cpu": med([float(r.get("redis_cpu_us") or 0) for r in rs]),
         }
     return out
 
@@ -176,6 +177,16 @@ def main():
             p(f"| {t} | {v['rps']:,.0f} | {ms(v['p50'])} | {ms(p90)} | {ms(v['p99'])} | {ms(v['p999'])} | "
               f"{ms(v['max'])} | {v['cpu']:.1f} | {added} | {v['errors']} |")
         p()
+        g, gr = s.get("gateway"), s.get("gateway-redis")
+        if g and gr:
+            p("Limits shared through Redis (`gateway-redis`: one EVALSHA per call to a local redis-server) "
+              "against the local limiter (`gateway`), same rate, same run:")
+            p()
+            p("| added by the Redis backend | p50 | p99 | gateway CPU us/req | redis-server CPU us/req |")
+            p("|---|---:|---:|---:|---:|")
+            p(f"| per call | {(gr['p50'] - g['p50']) / 1000:+.3f} ms | {(gr['p99'] - g['p99']) / 1000:+.3f} ms | "
+              f"{gr['cpu'] - g['cpu']:+.1f} | {gr['redis_cpu']:.1f} |")
+            p()
 
     p("## Memory")
     p()

@@ -8,8 +8,11 @@
 # stand-in (examples/bench_upstream.rs) in release mode, then runs three targets interleaved,
 # ROUNDS times: "direct" (wrk over HTTPS to the upstream), "nginx" (keep-alive proxy_ssl to the
 # same upstream) and "gateway" (signing, policy and limiter on). The load generator is pinned to
-# one core, the servers to another. Writes benches/results/latest.md (and the raw rows beside it)
-# and prints the table. Only 127.0.0.1 is ever sent traffic.
+# one core, the servers to another. The fixed-rate run adds "gateway-redis": the same gateway
+# with its limits shared through a local redis-server (installed when missing), so the Redis
+# backend's added latency and CPU per call are measured against the local one in the same run.
+# Writes benches/results/latest.md (and the raw rows beside it) and prints the table. Only
+# 127.0.0.1 is ever sent traffic.
 #
 # Settings (environment):
 #   ROUNDS=3            rounds of the whole interleaved set
@@ -21,6 +24,7 @@
 #   WARMUP=2s           a run per target before the first round (pools filled, caches warm)
 #   IDLE_CONNS=5000     idle keep-alive connections for the memory test (0 skips it)
 #   INFO_RUN=1          one extra gateway run with [log] level = "info" (0 skips it)
+#   REDIS_RUN=1         the gateway-redis target in the fixed-rate run (0 skips it)
 #   LOAD_CPU=0 SERVER_CPU=1   cores for the load generator and for the servers
 #   NO_INSTALL=1        never run apt-get; NO_BUILD=1 use the binaries already built
 #   OUT=benches/results/latest.md
@@ -39,6 +43,7 @@ RATE_CONNS=${RATE_CONNS:-16}
 WARMUP=${WARMUP:-2s}
 IDLE_CONNS=${IDLE_CONNS:-5000}
 INFO_RUN=${INFO_RUN:-1}
+REDIS_RUN=${REDIS_RUN:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 SERVER_CPU=${SERVER_CPU:-1}
 OUT=${OUT:-$ROOT/benches/results/latest.md}
@@ -86,6 +91,10 @@ if [[ -z $NGINX ]]; then
     if apt_install nginx-light || apt_install nginx; then
         NGINX=$(command -v nginx || echo /usr/sbin/nginx)
     fi
+fi
+if [[ $REDIS_RUN == 1 ]] && ! command -v redis-server >/dev/null; then
+    say "installing redis-server (Debian package)"
+    apt_install redis-server || { REDIS_RUN=0; NOTES+=("redis-server could not be installed: the gateway-redis target is skipped."); }
 fi
 if [[ -z $NGINX || ! -x $NGINX ]]; then
     NGINX=""
@@ -187,7 +196,7 @@ status_kb() { # field comma-separated-pids -> summed kB
 }
 CLK_TCK=$(getconf CLK_TCK)
 
-read -r UP_PORT GW_PORT GW_INFO_PORT NG_PORT GW_IDLE_PORT NG_IDLE_PORT <<<"$(free_ports 6)"
+read -r UP_PORT GW_PORT GW_INFO_PORT NG_PORT GW_IDLE_PORT NG_IDLE_PORT GW_REDIS_PORT REDIS_PORT <<<"$(free_ports 8)"
 
 # The upstream stand-in.
 "${PIN_SERVER[@]}" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" --threads 1 \
@@ -197,7 +206,8 @@ PIDS+=("$UP_PID")
 wait_port "$UP_PORT" || die "the upstream did not start: $(cat "$WORK/upstream.log")"
 
 # Gateway configs: signing, policy and limiter on, limits far above what the run can reach.
-gateway_config() { # port level
+gateway_config() { # port level [backend]
+    local backend=${3:-local}
     cat <<EOF
 [server]
 listen = "127.0.0.1:$1"
@@ -226,6 +236,8 @@ addresses = ["127.0.0.1"]
 
 [limits]
 per_caller = { rate = "1000000/s" }
+backend = "$backend"
+$([[ $backend == redis ]] && printf '[limits.redis]\nurl = "redis://127.0.0.1:%s/0"\n' "$REDIS_PORT")
 
 [apps."app-123"]
 profile = "main"
@@ -234,9 +246,9 @@ limit = { rate = "1000000/s" }
 operation_limits = { RemoveUsers = { rate = "1000000/s" } }
 EOF
 }
-start_gateway() { # name port level -> sets GW_STARTED_PID
-    local name=$1 port=$2 level=$3
-    gateway_config "$port" "$level" >"$WORK/$name.toml"
+start_gateway() { # name port level [backend] -> sets GW_STARTED_PID
+    local name=$1 port=$2 level=$3 backend=${4:-local}
+    gateway_config "$port" "$level" "$backend" >"$WORK/$name.toml"
     "$GATEWAY_BIN" check --config "$WORK/$name.toml" >"$WORK/$name.check" 2>&1 ||
         die "the generated gateway config is refused: $(cat "$WORK/$name.check")"
     "${PIN_SERVER[@]}" "$GATEWAY_BIN" serve --config "$WORK/$name.toml" >"$WORK/$name.out" 2>"$WORK/$name.log" &
@@ -309,6 +321,17 @@ if [[ $INFO_RUN == 1 ]]; then
     start_gateway gateway-info "$GW_INFO_PORT" info
     GW_INFO_PID=$GW_STARTED_PID
 fi
+GW_REDIS_PID=""
+REDIS_PID=""
+if [[ $REDIS_RUN == 1 ]]; then
+    "${PIN_SERVER[@]}" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+        --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    wait_port "$REDIS_PORT" || die "redis-server did not start: $(tail -5 "$WORK/redis.log")"
+    start_gateway gateway-redis "$GW_REDIS_PORT" warn redis
+    GW_REDIS_PID=$GW_STARTED_PID
+fi
 NG_PIDS=""
 if [[ -n $NGINX ]]; then
     if start_nginx nginx "$NG_PORT"; then
@@ -329,6 +352,7 @@ target_url() {
         nginx) echo "http://127.0.0.1:$NG_PORT" ;;
         gateway) echo "http://127.0.0.1:$GW_PORT" ;;
         gateway-info) echo "http://127.0.0.1:$GW_INFO_PORT" ;;
+        gateway-redis) echo "http://127.0.0.1:$GW_REDIS_PORT" ;;
     esac
 }
 target_pids() {
@@ -337,6 +361,7 @@ target_pids() {
         nginx) echo "$NG_PIDS" ;;
         gateway) echo "$GW_PID" ;;
         gateway-info) echo "$GW_INFO_PID" ;;
+        gateway-redis) echo "$GW_REDIS_PID" ;;
     esac
 }
 
@@ -347,16 +372,19 @@ probe "$(target_url gateway)" gateway || die "the gateway does not answer as exp
 read -r _ _ signed1 <<<"$(upstream_stats)"
 # The probe itself and the stats call are requests too: the gateway's call must have been signed.
 ((signed1 - signed0 == 1)) || die "the gateway's call reached the upstream unsigned"
+if [[ $REDIS_RUN == 1 ]]; then
+    probe "$(target_url gateway-redis)" gateway || die "the gateway on Redis does not answer: $(tail -5 "$WORK/gateway-redis.log")"
+fi
 say "targets answer 202 with X-request-Id; the gateway's calls are signed"
 
 # ---------------------------------------------------------------------------------------------
 # Runs
 RESULTS=$WORK/results.tsv
-printf 'round\tscenario\ttarget\tconns\trate\trequests\tduration_s\terrors\tp50_us\tp90_us\tp99_us\tp999_us\tmax_us\tserver_cpu_us\tserver_user_us\tserver_sys_us\tupstream_cpu_us\tctx_per_req\tloadgen_cpu_pct\tother_cpu_pct\tupstream_conns\tsigned\n' >"$RESULTS"
+printf 'round\tscenario\ttarget\tconns\trate\trequests\tduration_s\terrors\tp50_us\tp90_us\tp99_us\tp999_us\tmax_us\tserver_cpu_us\tserver_user_us\tserver_sys_us\tupstream_cpu_us\tctx_per_req\tloadgen_cpu_pct\tother_cpu_pct\tupstream_conns\tsigned\tredis_cpu_us\n' >"$RESULTS"
 
 run_wrk() { # round scenario target conns duration rate
     local round=$1 scenario=$2 target=$3 conns=$4 dur=$5 rate=$6
-    local url pids out secs s0 s1 u0 u1 c0 c1 g0 g1 x0 x1 b0 b1 line
+    local url pids out secs s0 s1 u0 u1 c0 c1 g0 g1 x0 x1 b0 b1 r0 r1 line
     url=$(target_url "$target")
     pids=$(target_pids "$target")
     out=$WORK/wrk-$round-$scenario-$target
@@ -364,6 +392,7 @@ run_wrk() { # round scenario target conns duration rate
     read -r c0 _ g0 <<<"$(upstream_stats)"
     s0=$(cpu_ticks "$pids")
     u0=$(cpu_ticks "$UP_PID")
+    r0=$(cpu_ticks "${REDIS_PID:-0}")
     x0=$(ctx_switches "$pids")
     b0=$(busy_ticks)
     local TIMEFORMAT='%U %S %R'
@@ -372,6 +401,7 @@ run_wrk() { # round scenario target conns duration rate
     b1=$(busy_ticks)
     s1=$(cpu_ticks "$pids")
     u1=$(cpu_ticks "$UP_PID")
+    r1=$(cpu_ticks "${REDIS_PID:-0}")
     x1=$(ctx_switches "$pids")
     read -r c1 _ g1 <<<"$(upstream_stats)"
     line=$(grep '^WRK_RESULT' "$out.out" || true)
@@ -382,10 +412,10 @@ run_wrk() { # round scenario target conns duration rate
     [[ $round == warmup ]] && return 0
     # The stats call opens a connection of its own: one less was the proxy's.
     python3 - "$line" "$(cat "$out.time")" "$CLK_TCK" "$s0" "$s1" "$u0" "$u1" "$((c1 - c0 - 1))" "$((g1 - g0))" \
-        "$((x1 - x0))" "$((b1 - b0))" "$round" "$scenario" "$target" "$conns" "$rate" >>"$RESULTS" <<'EOF'
+        "$((x1 - x0))" "$((b1 - b0))" "$round" "$scenario" "$target" "$conns" "$rate" "$r0" "$r1" >>"$RESULTS" <<'EOF'
 import sys
 line, times, tck, s0, s1, u0, u1, conns_opened, signed, ctx, busy = sys.argv[1:12]
-round_, scenario, target, conns, rate = sys.argv[12:17]
+round_, scenario, target, conns, rate, r0, r1 = sys.argv[12:19]
 tck = int(tck)
 f = dict(kv.split("=") for kv in line.split()[1:])
 req = int(f["requests"])
@@ -397,12 +427,13 @@ uu, us_ = (int(b) - int(a) for a, b in zip(u0.split(), u1.split()))
 per_req = lambda ticks: ticks * 1e6 / tck / max(req, 1)
 # Busy CPU of the machine not accounted to the servers or the load generator: other processes and
 # interrupt time, as a percentage of one core. High values mean the machine was not quiet.
-ours = su + ss + (uu + us_ if target != "direct" else 0) + (lg_user + lg_sys) * tck
+rr = sum(int(b) - int(a) for a, b in zip(r0.split(), r1.split())) if target == "gateway-redis" else 0
+ours = su + ss + rr + (uu + us_ if target != "direct" else 0) + (lg_user + lg_sys) * tck
 other = 100 * (int(busy) - ours) / tck / max(real, 1e-9)
 row = [round_, scenario, target, conns, rate, req, f"{dur:.3f}", errors, f["p50_us"], f["p90_us"], f["p99_us"],
        f["p999_us"], f["max_us"], f"{per_req(su + ss):.2f}", f"{per_req(su):.2f}", f"{per_req(ss):.2f}",
        f"{per_req(uu + us_):.2f}", f"{int(ctx) / max(req, 1):.3f}", f"{100 * (lg_user + lg_sys) / max(real, 1e-9):.0f}",
-       f"{max(other, 0):.0f}", conns_opened, signed]
+       f"{max(other, 0):.0f}", conns_opened, signed, f"{per_req(rr):.2f}"]
 print("\t".join(str(x) for x in row))
 EOF
     tail -1 "$RESULTS" | awk -F'\t' '{ printf "[bench] %-5s %-9s %-12s %8.0f req/s  p99 %6.2f ms  server %5.1f us/req (user %.1f sys %.1f)  upstream %5.1f us/req  ctx/req %s  loadgen %s%%  other %s%%  errors %s\n", $1, $2, $3, $6 / $7, $11 / 1000, $14, $15, $16, $17, $18, $19, $20, $8 }' >&2
@@ -417,6 +448,7 @@ rotated() { # round -> targets
 say "warm-up: $WARMUP per target"
 for t in "${TARGETS[@]}"; do run_wrk warmup warmup "$t" 128 "$WARMUP" 0; done
 [[ $INFO_RUN == 1 ]] && run_wrk warmup warmup gateway-info 128 "$WARMUP" 0
+[[ -n $GW_REDIS_PID ]] && run_wrk warmup warmup gateway-redis 16 "$WARMUP" "$RATE"
 
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$SECONDS
@@ -426,7 +458,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
         for t in $(rotated "$round"); do run_wrk "$round" "c$c" "$t" "$c" "$DURATION" 0; done
     done
     if ((RATE > 0)); then
-        for t in $(rotated "$round"); do run_wrk "$round" "rate$RATE" "$t" "$RATE_CONNS" "$RATE_DURATION" "$RATE"; done
+        for t in $(rotated "$round") ${GW_REDIS_PID:+gateway-redis}; do
+            run_wrk "$round" "rate$RATE" "$t" "$RATE_CONNS" "$RATE_DURATION" "$RATE"
+        done
     fi
 done
 
