@@ -25,6 +25,8 @@ use crate::tls::{self, ReloadingCert};
 const CERT_CHECK_EVERY: Duration = Duration::from_secs(10);
 /// How often key files are re-read and IAM tokens checked for refresh.
 const CREDENTIALS_EVERY: Duration = Duration::from_secs(2);
+/// How often the shared limiter backend is pinged (readiness, reconnection without traffic).
+const LIMITER_PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// The gateway serving in the background.
 pub struct Running {
@@ -182,9 +184,21 @@ pub async fn start(gateway: Gateway, listen: Option<SocketAddr>) -> Result<Runni
             // Fetch tokens before the first call needs one, then keep them and the keys fresh.
             loop {
                 gateway.maintain_credentials().await;
-                gateway.probe_limiter().await;
                 tokio::select! {
                     () = tokio::time::sleep(CREDENTIALS_EVERY) => {}
+                    _ = stopped.wait_for(|s| *s) => break,
+                }
+            }
+        });
+    }
+    {
+        // Apart from the credentials loop, which can wait on a slow IAM for many seconds.
+        let (gateway, mut stopped) = (gateway.clone(), stopped.clone());
+        tokio::spawn(async move {
+            loop {
+                gateway.probe_limiter().await;
+                tokio::select! {
+                    () = tokio::time::sleep(LIMITER_PROBE_EVERY) => {}
                     _ = stopped.wait_for(|s| *s) => break,
                 }
             }
