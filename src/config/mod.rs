@@ -34,7 +34,10 @@ pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
-pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Below the idle timeout of the load balancers in front of cloud APIs (60 s is common), so the
+/// gateway drops an idle connection before the far end does and a call rarely meets a
+/// connection closed under it.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_POOL_MAX_IDLE: u64 = 64;
 pub const DEFAULT_V11_SERVICE: &str = "CloudRTC";
 
