@@ -149,8 +149,13 @@ pub struct TokenSpec {
     /// IAM's endpoint, scheme and host (`https://iam.cn-north-4.myhuaweicloud.com`).
     pub iam_endpoint: http::Uri,
     pub method: TokenMethod,
-    /// Fetch a new token when less than this remains of the current one.
+    /// Fetch a new token when less than this remains of the current one (at most half its
+    /// lifetime; see `credentials::token`).
     pub refresh_before: Duration,
+    /// The longest one IAM token request may take, connection and answer body included.
+    pub iam_timeout: Duration,
+    /// The longest a call with no valid token waits for a fetch before it gets a 503.
+    pub token_wait: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
