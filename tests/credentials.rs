@@ -475,9 +475,10 @@ async fn stalling_iam() -> SocketAddr {
 async fn an_iam_that_stalls_mid_answer_gives_503_after_its_own_iam_timeout() {
     let iam_addr = stalling_iam().await;
     // SparkRTC's response timeout is 10 s; IAM's own is 1 s, and it is the one that applies.
-    let (upstream, _, text) = mock_upstream(|_| Reply::status(202), |addr| {
-        config_with(addr, ALLOW_ALL, ALLOW_ALL, &token_profile_with(iam_addr, "iam_timeout = \"1s\""))
-    })
+    let (upstream, _, text) = mock_upstream(
+        |_| Reply::status(202),
+        |addr| config_with(addr, ALLOW_ALL, ALLOW_ALL, &token_profile_with(iam_addr, "iam_timeout = \"1s\"")),
+    )
     .await;
     let running = sparkrtc_gateway::start(Gateway::new(support::parse_config(&text)).unwrap(), None).await.unwrap();
     let h = Harness::around(&running, upstream);
@@ -570,9 +571,10 @@ async fn stalled_iam_is_not_retried_before_backoff_and_callers_get_503_promptly(
     let clock = Arc::new(ManualClock::new(SystemTime::now()));
     // IAM's timeout is far beyond the harness's 20 s, so only token_wait can answer the callers.
     let keys = "token_wait = \"1s\"\niam_timeout = \"5m\"";
-    let (upstream, _, text) = mock_upstream(|_| Reply::status(202), |addr| {
-        config_with(addr, ALLOW_ALL, ALLOW_ALL, &token_profile_with(iam.addr, keys))
-    })
+    let (upstream, _, text) = mock_upstream(
+        |_| Reply::status(202),
+        |addr| config_with(addr, ALLOW_ALL, ALLOW_ALL, &token_profile_with(iam.addr, keys)),
+    )
     .await;
     let gateway = Gateway::with_clock(support::parse_config(&text), clock.clone()).unwrap();
     let running = sparkrtc_gateway::start(gateway, None).await.unwrap();

@@ -203,9 +203,10 @@ async fn upstream_down_is_502() {
 #[tokio::test]
 async fn stalled_upstream_is_504_within_the_response_timeout() {
     // The upstream never answers, so any timeout fires: 1 s keeps the test quick.
-    let h = support::start_with(|_| Reply::Stall, |addr| {
-        support::with_response_timeout(&support::config_text(addr, ""), "1s")
-    })
+    let h = support::start_with(
+        |_| Reply::Stall,
+        |addr| support::with_response_timeout(&support::config_text(addr, ""), "1s"),
+    )
     .await;
     let answer = h.remove_users(USERS).await;
     answer.assert_gateway_error(504, "RTCGW.5040");

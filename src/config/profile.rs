@@ -117,9 +117,8 @@ fn token(t: &mut Table<'_>, base: &Path, env: Env<'_>, allow_http: bool, p: &mut
         .unwrap_or(DEFAULT_REFRESH_BEFORE);
     let iam_timeout =
         t.duration("iam_timeout", Duration::from_secs(1), Duration::from_secs(300), p).unwrap_or(DEFAULT_IAM_TIMEOUT);
-    let token_wait = t
-        .duration("token_wait", Duration::from_millis(100), Duration::from_secs(60), p)
-        .unwrap_or(DEFAULT_TOKEN_WAIT);
+    let token_wait =
+        t.duration("token_wait", Duration::from_millis(100), Duration::from_secs(60), p).unwrap_or(DEFAULT_TOKEN_WAIT);
     let domain = t.string("domain", p);
     if domain.is_none() {
         p.push(t.key_path("domain"), "is missing; set the account (domain) name the IAM user or agency belongs to");
