@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::Scheme;
-use http::{Request, Response, Uri};
+use http::{Method, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::rt::{Read, ReadBufCursor, Write};
@@ -54,12 +54,58 @@ impl Upstream {
 
     /// Sends one signed request; `Err` only when no response headers came back in time.
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, GatewayError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+        match tokio::time::timeout(self.response_timeout, self.request(req)).await {
             Err(_) => Err(GatewayError::UpstreamTimeout { after: self.response_timeout }),
-            Ok(Ok(rsp)) => Ok(rsp),
-            Ok(Err(e)) => Err(classify(e)),
+            Ok(result) => result,
         }
     }
+
+    /// Sends one request with no overall deadline (the caller sets its own: IAM calls have
+    /// theirs) beyond the connect timeout.
+    ///
+    /// A pooled connection the far end closed just as the request went out fails with no
+    /// answer. GET and HEAD are then sent once more on a fresh connection: they are safe to
+    /// repeat (RFC 9110 section 9.2.2 lets a client retry idempotent requests after a connection
+    /// failure). Nothing else is: SparkRTC may have acted on a POST before the connection went.
+    pub async fn request(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, GatewayError> {
+        let again = matches!(*req.method(), Method::GET | Method::HEAD).then(|| copy(&req));
+        match (self.client.request(req).await, again) {
+            (Err(e), Some(again)) if closed_before_answer(&e) => {
+                tracing::debug!(error = %e, "pooled upstream connection closed before an answer; sending the GET again");
+                self.client.request(again).await.map_err(classify)
+            }
+            (result, _) => result.map_err(classify),
+        }
+    }
+}
+
+fn copy(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut again = Request::new(req.body().clone());
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = req.uri().clone();
+    *again.version_mut() = req.version();
+    *again.headers_mut() = req.headers().clone();
+    again
+}
+
+/// The request went out on an established connection and the connection ended before the
+/// response headers: not a refused or timed-out connect, not an answer.
+fn closed_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
+    if e.is_connect() {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message) {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            use io::ErrorKind::*;
+            return matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof);
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn classify(e: hyper_util::client::legacy::Error) -> GatewayError {

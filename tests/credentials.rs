@@ -9,7 +9,7 @@ mod support;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -38,11 +38,17 @@ struct Iam {
     /// Tokens SparkRTC (the mock upstream) accepts.
     valid: Mutex<HashSet<String>>,
     bodies: Mutex<Vec<serde_json::Value>>,
+    /// Seconds from now to the `expires_at` of the tokens issued; negative: already expired.
+    ttl_secs: AtomicI64,
     clock: Arc<ManualClock>,
 }
 
 #[derive(Clone)]
 struct IamHandler(Arc<Iam>);
+
+fn secs(n: i64) -> Duration {
+    Duration::from_secs(n.unsigned_abs())
+}
 
 fn rfc3339(t: SystemTime) -> String {
     let d = SdkDate::from_system_time(t).to_string();
@@ -64,8 +70,9 @@ impl Handler for IamHandler {
         let token = format!("issued-token-{n}");
         iam.valid.lock().unwrap().insert(token.clone());
         let now = iam.clock.now();
-        let json =
-            serde_json::json!({ "token": { "expires_at": rfc3339(now + TOKEN_TTL), "issued_at": rfc3339(now) } });
+        let ttl = iam.ttl_secs.load(Ordering::SeqCst);
+        let expires_at = if ttl >= 0 { now + secs(ttl) } else { now - secs(-ttl) };
+        let json = serde_json::json!({ "token": { "expires_at": rfc3339(expires_at), "issued_at": rfc3339(now) } });
         let mut rsp = Response::new(Body::full(Bytes::from(json.to_string())));
         *rsp.status_mut() = StatusCode::CREATED;
         rsp.headers_mut().insert("x-subject-token", token.parse().unwrap());
@@ -80,6 +87,7 @@ async fn start_iam(clock: Arc<ManualClock>) -> (Arc<Iam>, SocketAddr) {
         refuse_all: AtomicBool::new(false),
         valid: Mutex::default(),
         bodies: Mutex::default(),
+        ttl_secs: AtomicI64::new(TOKEN_TTL.as_secs() as i64),
         clock,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -107,7 +115,16 @@ fn sparkrtc(iam: Arc<Iam>) -> impl Fn(&Seen) -> Reply + Send + Sync + 'static {
     }
 }
 
+/// Token waits and IAM timeouts far above anything a busy machine needs, for the tests that
+/// are not about them.
+const PATIENT: &str = "token_wait = \"10s\"\niam_timeout = \"15s\"";
+
 fn token_profile(iam: SocketAddr) -> String {
+    token_profile_with(iam, PATIENT)
+}
+
+/// The token profile `tok` with `keys` added to it.
+fn token_profile_with(iam: SocketAddr, keys: &str) -> String {
     format!(
         r#"
 [profiles.tok]
@@ -117,6 +134,7 @@ domain = "my-account"
 user = "gateway-user"
 password = "{PASSWORD}"
 project_id = "fedcba9876543210fedcba9876543210"
+{keys}
 
 [apps."{TOKEN_APP}"]
 profile = "tok"
@@ -134,9 +152,15 @@ struct Setup {
 }
 
 async fn setup(iam_down: bool) -> Setup {
+    setup_with(|iam| iam.down.store(iam_down, Ordering::SeqCst)).await
+}
+
+/// The gateway in front of the mock SparkRTC, with the mock IAM set up by `prepare` before the
+/// gateway starts (and fetches its first token).
+async fn setup_with(prepare: impl FnOnce(&Iam)) -> Setup {
     let clock = Arc::new(ManualClock::new(SystemTime::now()));
     let (iam, iam_addr) = start_iam(clock.clone()).await;
-    iam.down.store(iam_down, Ordering::SeqCst);
+    prepare(&iam);
     let (upstream, _, text) =
         mock_upstream(sparkrtc(iam.clone()), |addr| config_with(addr, ALLOW_ALL, ALLOW_ALL, &token_profile(iam_addr)))
             .await;
@@ -448,21 +472,230 @@ async fn stalling_iam() -> SocketAddr {
 }
 
 #[tokio::test]
-async fn an_iam_that_stalls_mid_answer_gives_503_instead_of_a_hang() {
+async fn an_iam_that_stalls_mid_answer_gives_503_after_its_own_iam_timeout() {
     let iam_addr = stalling_iam().await;
-    let (upstream, _, text) =
-        mock_upstream(|_| Reply::status(202), |addr| config_with(addr, ALLOW_ALL, ALLOW_ALL, &token_profile(iam_addr)))
-            .await;
+    // SparkRTC's response timeout is 10 s; IAM's own is 1 s, and it is the one that applies.
+    let (upstream, _, text) = mock_upstream(
+        |_| Reply::status(202),
+        |addr| config_with(addr, ALLOW_ALL, ALLOW_ALL, &token_profile_with(iam_addr, "iam_timeout = \"1s\"")),
+    )
+    .await;
     let running = sparkrtc_gateway::start(Gateway::new(support::parse_config(&text)).unwrap(), None).await.unwrap();
     let h = Harness::around(&running, upstream);
     // The harness itself gives up after 20 s: a hang fails the test, not CI.
     let answer = h.call("GET", &show_app(TOKEN_APP), &[], "").await;
     answer.assert_gateway_error(503, "RTCGW.5030");
-    let readyz = h.call_at(running.admin_addr.unwrap(), "GET", "/readyz", &[], "").await;
-    assert!(readyz.body.contains("IAM did not answer within 500 ms"), "{}", readyz.body);
+    let admin = running.admin_addr.unwrap();
+    let h = &h;
+    eventually("/readyz names IAM's own timeout", || async move {
+        h.call_at(admin, "GET", "/readyz", &[], "").await.body.contains("IAM did not answer within 1000 ms")
+    })
+    .await;
     assert_eq!(
         h.call("GET", &show_app(APP), &[], "").await.status,
         202,
         "AK/SK calls are not held up by the stalled fetch"
     );
+}
+
+/// Waits, at most 15 s, for `condition` to hold: for effects of background work the test can
+/// observe but not await.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "gave up waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An IAM that completes the TLS handshake, reads each token request and never answers, until
+/// released: then it closes every connection it holds, and each later one once its request is in.
+struct SilentIam {
+    addr: SocketAddr,
+    connections: AtomicUsize,
+    requests: AtomicUsize,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+impl SilentIam {
+    async fn start() -> Arc<SilentIam> {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tls = tokio_rustls::TlsAcceptor::from(
+            sparkrtc_gateway::tls::server_config(&data("certs/server.pem"), &data("certs/server.key")).unwrap(),
+        );
+        let iam = Arc::new(SilentIam {
+            addr: listener.local_addr().unwrap(),
+            connections: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
+            release: tokio::sync::watch::channel(false).0,
+        });
+        let me = iam.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                me.connections.fetch_add(1, Ordering::SeqCst);
+                let (tls, me) = (tls.clone(), me.clone());
+                tokio::spawn(async move {
+                    let Ok(mut stream) = tls.accept(tcp).await else { return };
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    me.requests.fetch_add(1, Ordering::SeqCst);
+                    let mut released = me.release.subscribe();
+                    let _ = released.wait_for(|r| *r).await;
+                    drop(stream);
+                });
+            }
+        });
+        iam
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// Issue 15, finding 2: with an IAM that accepts and never answers, callers waited through
+/// several IAM timeouts, and IAM was asked again the moment each attempt ended (the backoff
+/// counted from the start of the attempt). Now callers wait at most `token_wait`, the one fetch
+/// keeps running in the background, and the backoff counts from the end of the failed attempt.
+#[tokio::test]
+async fn stalled_iam_is_not_retried_before_backoff_and_callers_get_503_promptly() {
+    let iam = SilentIam::start().await;
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    // IAM's timeout is far beyond the harness's 20 s, so only token_wait can answer the callers.
+    let keys = "token_wait = \"1s\"\niam_timeout = \"5m\"";
+    let (upstream, _, text) = mock_upstream(
+        |_| Reply::status(202),
+        |addr| config_with(addr, ALLOW_ALL, ALLOW_ALL, &token_profile_with(iam.addr, keys)),
+    )
+    .await;
+    let gateway = Gateway::with_clock(support::parse_config(&text), clock.clone()).unwrap();
+    let running = sparkrtc_gateway::start(gateway, None).await.unwrap();
+    let h = Arc::new(Harness::around(&running, upstream));
+    let failures = || running.gateway.counters().token_refresh_failures.load(Ordering::SeqCst);
+
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { h.call("GET", &show_app(TOKEN_APP), &[], "").await })
+        })
+        .collect();
+    for call in calls {
+        let answer = call.await.unwrap();
+        answer.assert_gateway_error(503, "RTCGW.5030");
+        assert_eq!(answer.header("retry-after"), Some("1"), "a fetch is under way: try again soon");
+    }
+    assert_eq!(failures(), 0, "the 503s came from token_wait while the one fetch still runs");
+    eventually("IAM has the token request", || async { iam.requests() == 1 }).await;
+    assert_eq!(iam.connections.load(Ordering::SeqCst), 1, "ten waiting callers, one fetch");
+    assert!(h.upstream.seen().is_empty());
+
+    // The attempt has been stalled for 30 s when IAM finally drops it.
+    clock.advance(Duration::from_secs(30));
+    iam.release.send_replace(true);
+    eventually("the fetch has failed", || async { failures() == 1 }).await;
+    for _ in 0..5 {
+        let answer = h.call("GET", &show_app(TOKEN_APP), &[], "").await;
+        answer.assert_gateway_error(503, "RTCGW.5030");
+        assert_eq!(answer.header("retry-after"), Some("1"), "the backoff left");
+    }
+    running.gateway.maintain_credentials().await;
+    assert_eq!(iam.requests(), 1, "the 1 s backoff counts from the end of the 30 s attempt");
+
+    clock.advance(Duration::from_secs(1));
+    h.call("GET", &show_app(TOKEN_APP), &[], "").await.assert_gateway_error(503, "RTCGW.5030");
+    eventually("the second attempt has failed", || async { failures() == 2 }).await;
+    assert_eq!(iam.requests(), 2, "asked again once the backoff was over");
+    clock.advance(Duration::from_secs(1));
+    h.call("GET", &show_app(TOKEN_APP), &[], "").await.assert_gateway_error(503, "RTCGW.5030");
+    assert_eq!(iam.requests(), 2, "the backoff doubled to 2 s");
+    clock.advance(Duration::from_secs(1));
+    h.call("GET", &show_app(TOKEN_APP), &[], "").await.assert_gateway_error(503, "RTCGW.5030");
+    eventually("the third attempt", || async { iam.requests() == 3 }).await;
+    assert!(h.upstream.seen().is_empty(), "no call went out without a token");
+}
+
+/// Issue 15, finding 3: a token IAM returned already expired was used, and IAM was asked again
+/// on every call. It is a failed fetch now: never sent, and retried only after the backoff.
+#[tokio::test]
+async fn a_token_iam_returns_already_expired_is_a_failed_fetch_and_never_sent() {
+    let s = setup_with(|iam| iam.ttl_secs.store(-60, Ordering::SeqCst)).await;
+    for _ in 0..10 {
+        s.h.call("GET", &show_app(TOKEN_APP), &[], "").await.assert_gateway_error(503, "RTCGW.5030");
+    }
+    assert_eq!(s.iam.calls.load(Ordering::SeqCst), 1, "one fetch, then backoff: not one per call");
+    assert!(s.h.upstream.seen().is_empty(), "the expired token was never sent");
+    let readyz = s.h.call_at(s.running.admin_addr.unwrap(), "GET", "/readyz", &[], "").await;
+    assert_eq!(readyz.status, 503);
+    assert!(readyz.body.contains("IAM returned a token that expires at"), "{}", readyz.body);
+
+    // Valid for 30 s only: it would expire under the calls it is fetched for.
+    s.iam.ttl_secs.store(30, Ordering::SeqCst);
+    s.clock.advance(Duration::from_secs(1));
+    s.h.call("GET", &show_app(TOKEN_APP), &[], "").await.assert_gateway_error(503, "RTCGW.5030");
+    assert_eq!(s.iam.calls.load(Ordering::SeqCst), 2);
+
+    s.iam.ttl_secs.store(TOKEN_TTL.as_secs() as i64, Ordering::SeqCst);
+    s.clock.advance(Duration::from_secs(2));
+    assert_eq!(s.h.call("GET", &show_app(TOKEN_APP), &[], "").await.status, 202);
+    assert_eq!(s.iam.calls.load(Ordering::SeqCst), 3);
+    let sent: Vec<_> = s.h.upstream.seen().iter().map(|r| r.headers["x-auth-token"].clone()).collect();
+    assert_eq!(sent, ["issued-token-3"], "only the good token reached SparkRTC");
+}
+
+/// Issue 15, finding 4: 30-minute tokens under the default 1 h `refresh_before` were always
+/// "due", so every call fetched one and the idle ticker refetched every 2 s. Now a token is
+/// used for at least half its lifetime, and the operator is warned once.
+#[tokio::test]
+async fn tokens_shorter_lived_than_refresh_before_are_fetched_once_not_per_call_or_tick() {
+    const WARNING: &str = "refresh_before is more than half the IAM token's lifetime";
+    let logs = support::captured_logs();
+    let s = setup_with(|iam| iam.ttl_secs.store(30 * 60, Ordering::SeqCst)).await;
+    let calls = || s.iam.calls.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        assert_eq!(s.h.call("GET", &show_app(TOKEN_APP), &[], "").await.status, 202);
+    }
+    assert_eq!(calls(), 1, "ten calls, one fetch");
+    for _ in 0..10 {
+        s.clock.advance(Duration::from_secs(2));
+        s.running.gateway.maintain_credentials().await;
+    }
+    assert_eq!(calls(), 1, "idle maintenance ticks do not refetch");
+
+    // Half the lifetime has passed: one refresh, then quiet again.
+    s.clock.advance(Duration::from_secs(15 * 60));
+    s.running.gateway.maintain_credentials().await;
+    assert_eq!(calls(), 2, "refreshed when half the token's lifetime remained");
+    for _ in 0..10 {
+        s.clock.advance(Duration::from_secs(2));
+        s.running.gateway.maintain_credentials().await;
+        assert_eq!(s.h.call("GET", &show_app(TOKEN_APP), &[], "").await.status, 202);
+    }
+    assert_eq!(calls(), 2);
+    assert!(s.h.upstream.seen().last().is_some_and(|r| r.headers["x-auth-token"] == "issued-token-2"));
+
+    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert_eq!(text.lines().filter(|l| l.contains(WARNING)).count(), 1, "warned once, not per fetch");
+}
+
+/// Issue 15, finding 8: `concurrent_first_calls_cause_one_token_fetch_and_expiry_one_refetch`
+/// answered 504 on a busy machine, because the test config gave SparkRTC 500 ms. No test may
+/// hinge on a sub-second timeout; those that want a 504 stall the upstream and set their own.
+#[test]
+fn test_config_has_no_sub_second_timeout_a_busy_machine_could_hit() {
+    let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let config = support::parse_config(&config_with(addr, ALLOW_ALL, ALLOW_ALL, &token_profile(addr)));
+    assert!(config.upstream.response_timeout >= Duration::from_secs(10), "{:?}", config.upstream);
+    assert!(config.upstream.connect_timeout >= Duration::from_secs(5), "{:?}", config.upstream);
+    let Some(sparkrtc_gateway::config::Auth::Token(spec)) = config.profiles.get("tok").map(|p| p.auth.clone()) else {
+        panic!("no token profile")
+    };
+    assert!(spec.token_wait >= Duration::from_secs(10) && spec.iam_timeout >= Duration::from_secs(10), "{spec:?}");
 }

@@ -36,7 +36,10 @@ pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
-pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Below the idle timeout of the load balancers in front of cloud APIs (60 s is common), so the
+/// gateway drops an idle connection before the far end does and a call rarely meets a
+/// connection closed under it.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_POOL_MAX_IDLE: u64 = 64;
 pub const DEFAULT_V11_SERVICE: &str = "CloudRTC";
 
@@ -162,8 +165,13 @@ pub struct TokenSpec {
     /// IAM's endpoint, scheme and host (`https://iam.cn-north-4.myhuaweicloud.com`).
     pub iam_endpoint: http::Uri,
     pub method: TokenMethod,
-    /// Fetch a new token when less than this remains of the current one.
+    /// Fetch a new token when less than this remains of the current one (at most half its
+    /// lifetime; see `credentials::token`).
     pub refresh_before: Duration,
+    /// The longest one IAM token request may take, connection and answer body included.
+    pub iam_timeout: Duration,
+    /// The longest a call with no valid token waits for a fetch before it gets a 503.
+    pub token_wait: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

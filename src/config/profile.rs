@@ -19,6 +19,11 @@ pub(super) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Tokens are valid for 24 hours; by default a new one is fetched when less than this remains.
 pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(3_600);
+/// IAM answers a token request in well under a second; one that takes longer than this is
+/// treated as down (and retried with backoff), whatever SparkRTC's own `response_timeout`.
+pub const DEFAULT_IAM_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a call with no valid token waits for the fetch under way before it gets a 503.
+pub const DEFAULT_TOKEN_WAIT: Duration = Duration::from_secs(3);
 
 pub(super) fn profile(
     name: &str,
@@ -110,6 +115,10 @@ fn token(t: &mut Table<'_>, base: &Path, env: Env<'_>, allow_http: bool, p: &mut
     let refresh_before = t
         .duration("refresh_before", Duration::from_secs(60), Duration::from_secs(20 * 3_600), p)
         .unwrap_or(DEFAULT_REFRESH_BEFORE);
+    let iam_timeout =
+        t.duration("iam_timeout", Duration::from_secs(1), Duration::from_secs(300), p).unwrap_or(DEFAULT_IAM_TIMEOUT);
+    let token_wait =
+        t.duration("token_wait", Duration::from_millis(100), Duration::from_secs(60), p).unwrap_or(DEFAULT_TOKEN_WAIT);
     let domain = t.string("domain", p);
     if domain.is_none() {
         p.push(t.key_path("domain"), "is missing; set the account (domain) name the IAM user or agency belongs to");
@@ -129,7 +138,7 @@ fn token(t: &mut Table<'_>, base: &Path, env: Env<'_>, allow_http: bool, p: &mut
         let (password, password_file) = secret(t, "password", true, base, env, p)?;
         TokenMethod::Password { domain: domain?.to_owned(), user: user?.to_owned(), password, password_file }
     };
-    Some(Auth::Token(TokenSpec { iam_endpoint: iam_endpoint?, method, refresh_before }))
+    Some(Auth::Token(TokenSpec { iam_endpoint: iam_endpoint?, method, refresh_before, iam_timeout, token_wait }))
 }
 
 fn iam_endpoint(text: &str, key: &str, allow_http: bool, p: &mut Problems) -> Option<Uri> {

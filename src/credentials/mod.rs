@@ -5,6 +5,7 @@
 //! are cached per profile ([`token::TokenCache`]) and survive config reloads that leave their
 //! profile unchanged.
 
+mod iam;
 pub mod keys;
 pub mod token;
 

@@ -1,29 +1,42 @@
-//! IAM tokens (`X-Auth-Token`): one per profile, fetched from IAM `POST /v3/auth/tokens`,
-//! reused until close to expiry and refreshed ahead of it.
+//! IAM tokens (`X-Auth-Token`): one per profile, fetched from IAM (see [`super::iam`]), reused
+//! until close to expiry and refreshed ahead of it.
 //!
-//! Exactly one fetch is in flight however many calls need a token (the first caller fetches,
-//! the rest wait on the same lock and find the fresh token). A failed fetch is never cached: it
-//! is retried with backoff (1 s, doubling, at most 60 s), and a still-valid older token keeps
-//! serving meanwhile. With no valid token at all, calls get a clean local 503 with Retry-After.
+//! Exactly one fetch is in flight however many calls need a token. The fetch runs as a task of
+//! its own, so a call that stops waiting (after `token_wait`, or because its caller went away)
+//! never cancels it: the next call finds its token. A failed fetch is never cached: it is
+//! retried with backoff (1 s, doubling, at most 60 s) counted from the END of the failed attempt,
+//! so a stalled IAM is not asked again the moment its timeout fires; a still-valid older token
+//! keeps serving meanwhile. With no valid token at all, calls get a clean local 503 with
+//! Retry-After. A token IAM hands over already expired, or with less than [`MIN_TOKEN_LIFE`]
+//! left, is a failed fetch: it is never sent.
+//!
+//! When to refresh comes from the token's own lifetime, not from the config alone: a token is
+//! refreshed `refresh_before` ahead of its expiry, but never before half its lifetime has
+//! passed and never sooner than [`MIN_REFRESH_INTERVAL`] after it was fetched, so tokens that
+//! live shorter than `refresh_before` (IAM may issue 15-minute tokens) do not turn every call
+//! and every maintenance tick into a fetch.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http::{HeaderValue, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use tokio::sync::watch;
 
-use super::keys::{read_secret, KeySource};
+use super::iam::Iam;
+use super::keys::KeySource;
 use crate::clock::Clock;
-use crate::config::{TokenMethod, TokenSpec};
+use crate::config::TokenSpec;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
-use crate::signer::{self, parse_rfc3339, CanonicalQuery, HeaderList, SdkDate, SignInput};
+use crate::signer::SdkDate;
 use crate::upstream::Upstream;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// IAM's answer without the catalog is a few kilobytes.
-const MAX_IAM_BODY: usize = 1024 * 1024;
+/// A token with less than this left when IAM hands it over could expire in the middle of the
+/// calls it is meant for (or means this host's clock is off): it counts as a failed fetch.
+pub const MIN_TOKEN_LIFE: Duration = Duration::from_secs(60);
+/// However short-lived the tokens, a profile is not refreshed more often than this.
+pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A token and when it expires.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,6 +57,14 @@ pub struct Unavailable {
     pub retry_after: Duration,
 }
 
+/// The fetch under way. Its sender lives in the fetch task; when the task ends (or is dropped
+/// with the runtime) the receivers see the channel close.
+#[derive(Clone)]
+struct Flight {
+    id: u64,
+    done: watch::Receiver<()>,
+}
+
 #[derive(Default)]
 struct State {
     token: Option<Arc<Token>>,
@@ -52,19 +73,17 @@ struct State {
     failures: u32,
     next_attempt: Option<SystemTime>,
     last_error: Option<String>,
+    flight: Option<Flight>,
 }
 
 pub struct TokenCache {
     profile: String,
-    project_id: String,
-    spec: TokenSpec,
-    /// The AK/SK that signs an assume-role call.
-    via: Option<Arc<KeySource>>,
-    client: Upstream,
-    clock: Arc<dyn Clock>,
+    iam: Iam,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
-    single_flight: tokio::sync::Mutex<()>,
+    flights: AtomicU64,
+    /// `refresh_before` was found to exceed half a token's lifetime, and the operator told.
+    warned_lifetime: AtomicBool,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -85,15 +104,20 @@ impl TokenCache {
     ) -> Self {
         TokenCache {
             profile: profile.to_owned(),
-            project_id: project_id.to_owned(),
-            spec,
-            via,
-            client,
-            clock,
+            iam: Iam { project_id: project_id.to_owned(), spec, via, client, clock },
             metrics,
             state: Mutex::new(State::default()),
-            single_flight: tokio::sync::Mutex::new(()),
+            flights: AtomicU64::new(0),
+            warned_lifetime: AtomicBool::new(false),
         }
+    }
+
+    fn spec(&self) -> &TokenSpec {
+        &self.iam.spec
+    }
+
+    fn now(&self) -> SystemTime {
+        self.iam.clock.now()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -107,33 +131,126 @@ impl TokenCache {
         self.lock().token.clone().filter(|t| t.expires_at > now)
     }
 
-    fn due(&self, token: &Token, now: SystemTime) -> bool {
-        token.expires_at <= now + self.spec.refresh_before
+    /// When `token` should be replaced: `refresh_before` ahead of its expiry, but not before
+    /// half its lifetime has passed, nor sooner than [`MIN_REFRESH_INTERVAL`] after its fetch.
+    fn refresh_at(&self, token: &Token) -> SystemTime {
+        let lifetime = token.expires_at.duration_since(token.fetched_at).unwrap_or_default();
+        let lead = self.spec().refresh_before.min(lifetime / 2);
+        (token.expires_at - lead).max(token.fetched_at + MIN_REFRESH_INTERVAL)
     }
 
-    /// A token valid now. Inside the refresh window it still returns the current token and
-    /// starts a refresh in the background; with no valid token it waits for the one fetch.
+    fn due(&self, token: &Token, now: SystemTime) -> bool {
+        now >= self.refresh_at(token)
+    }
+
+    /// A token valid now. Once it is due it is still returned, and a refresh starts in the
+    /// background. With no valid token, waits for the fetch at most `token_wait`.
     pub async fn get(self: &Arc<Self>) -> Result<Arc<Token>, Unavailable> {
-        let now = self.clock.now();
+        let now = self.now();
         if let Some(token) = self.valid(now) {
             if self.due(&token, now) {
-                let cache = self.clone();
-                tokio::spawn(async move { cache.refresh_if_due().await });
+                self.start(now);
             }
             return Ok(token);
         }
-        self.refresh().await
+        let Some(mut flight) = self.start(now) else { return Err(self.unavailable(now)) };
+        // Bounded: a stalled IAM must cost a caller `token_wait`, not the fetch's whole timeout.
+        let _ = tokio::time::timeout(self.spec().token_wait, flight.done.changed()).await;
+        let now = self.now();
+        self.valid(now).ok_or_else(|| self.unavailable(now))
     }
 
-    /// Refreshes when there is no token or it is inside the refresh window (and no fetch is
-    /// already in flight); for the background ticker and ahead-of-time refresh.
-    pub async fn refresh_if_due(&self) {
-        let now = self.clock.now();
+    /// Refreshes when there is no token or it is due, and waits for that fetch (or for the one
+    /// already in flight); for the background ticker. Does nothing during backoff.
+    pub async fn refresh_if_due(self: &Arc<Self>) {
+        let now = self.now();
         if self.valid(now).is_some_and(|t| !self.due(&t, now)) {
             return;
         }
-        if let Ok(_flight) = self.single_flight.try_lock() {
-            let _ = self.fetch_under_lock().await;
+        if let Some(mut flight) = self.start(now) {
+            // The fetch ends within `iam_timeout`.
+            let _ = flight.done.changed().await;
+        }
+    }
+
+    /// The fetch in flight, or a new one; `None` while backing off after a failure.
+    fn start(self: &Arc<Self>, now: SystemTime) -> Option<Flight> {
+        let mut state = self.lock();
+        if let Some(flight) = &state.flight {
+            return Some(flight.clone());
+        }
+        if state.next_attempt.is_some_and(|at| at > now) {
+            return None;
+        }
+        let (done, receiver) = watch::channel(());
+        let flight = Flight { id: self.flights.fetch_add(1, Ordering::Relaxed), done: receiver };
+        state.flight = Some(flight.clone());
+        drop(state);
+        let landing = Landing { cache: self.clone(), id: flight.id, _done: done };
+        tokio::spawn(async move {
+            let result = landing.cache.iam.token().await;
+            landing.cache.settle(result);
+        });
+        Some(flight)
+    }
+
+    /// Why there is no token for a call now, and when to try again: at once (`Retry-After: 1`)
+    /// while a fetch is still under way, else when the backoff ends.
+    fn unavailable(&self, now: SystemTime) -> Unavailable {
+        let state = self.lock();
+        let backoff_left = state.next_attempt.and_then(|at| at.duration_since(now).ok());
+        let retry_after = if state.flight.is_some() { Duration::ZERO } else { backoff_left.unwrap_or_default() };
+        Unavailable { retry_after }
+    }
+
+    /// Records a fetch's outcome. Time is read here, at the end of the attempt, so the backoff
+    /// after a failure starts when the failure is known, however long the attempt took.
+    fn settle(&self, result: Result<Token, String>) {
+        let now = self.now();
+        let result = result.and_then(|token| match token.expires_at.duration_since(now) {
+            Ok(left) if left >= MIN_TOKEN_LIFE => Ok(token),
+            _ => Err(format!(
+                "IAM returned a token that expires at {}, less than {} s from now by this host's clock (check the clock if this repeats)",
+                SdkDate::from_system_time(token.expires_at),
+                MIN_TOKEN_LIFE.as_secs()
+            )),
+        });
+        let counters = &self.metrics.counters;
+        match result {
+            Ok(token) => {
+                let token = Arc::new(token);
+                self.warn_if_short_lived(&token);
+                let mut state = self.lock();
+                let last_refusal = state.last_refusal;
+                *state = State { token: Some(token.clone()), last_refusal, ..State::default() };
+                drop(state);
+                counters.token_refreshes.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(profile = %self.profile, expires_at = %SdkDate::from_system_time(token.expires_at), refresh_at = %SdkDate::from_system_time(self.refresh_at(&token)), "IAM token fetched");
+            }
+            Err(error) => {
+                let mut state = self.lock();
+                state.flight = None;
+                state.failures = state.failures.saturating_add(1);
+                let backoff = backoff(state.failures);
+                state.next_attempt = Some(now + backoff);
+                state.last_error = Some(error.clone());
+                drop(state);
+                counters.token_refresh_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(profile = %self.profile, error = %error, retry_in_s = backoff.as_secs(), "IAM token fetch failed");
+            }
+        }
+    }
+
+    /// Tells the operator, once, that `refresh_before` cannot be honoured for these tokens.
+    fn warn_if_short_lived(&self, token: &Token) {
+        let lifetime = token.expires_at.duration_since(token.fetched_at).unwrap_or_default();
+        if self.spec().refresh_before > lifetime / 2 && !self.warned_lifetime.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                profile = %self.profile,
+                refresh_before_s = self.spec().refresh_before.as_secs(),
+                token_lifetime_s = lifetime.as_secs(),
+                "refresh_before is more than half the IAM token's lifetime; refreshing tokens when half their lifetime remains instead (lower refresh_before to silence this)"
+            );
         }
     }
 
@@ -142,7 +259,7 @@ impl TokenCache {
     /// counts as a failure and backs off: a SparkRTC that refuses every token (wrong project,
     /// missing permission) must not turn each call into an IAM fetch.
     pub fn invalidate(&self, token: &Token) {
-        let now = self.clock.now();
+        let now = self.now();
         let mut state = self.lock();
         if state.token.as_deref() != Some(token) {
             return;
@@ -160,15 +277,9 @@ impl TokenCache {
         }
     }
 
-    /// Takes over another cache's token (a config reload that left this profile unchanged).
-    pub fn adopt(&self, previous: &TokenCache) {
-        let token = previous.lock().token.clone();
-        self.lock().token = token;
-    }
-
     /// `Ok` while a valid token is held, or before the first fetch has failed.
     pub fn readiness(&self) -> Result<(), String> {
-        let now = self.clock.now();
+        let now = self.now();
         let state = self.lock();
         let valid = state.token.as_ref().is_some_and(|t| t.expires_at > now);
         match (&state.last_error, valid) {
@@ -176,119 +287,23 @@ impl TokenCache {
             _ => Ok(()),
         }
     }
+}
 
-    /// Waits for the single fetch in flight, or makes it.
-    async fn refresh(&self) -> Result<Arc<Token>, Unavailable> {
-        let _flight = self.single_flight.lock().await;
-        // Another caller may have fetched while this one waited for the lock.
-        if let Some(token) = self.valid(self.clock.now()) {
-            return Ok(token);
-        }
-        self.fetch_under_lock().await
-    }
+/// Owned by the fetch task. Dropping it, when the fetch has settled or when the task is dropped
+/// unfinished, clears the flight and closes its channel, so no caller waits on a fetch that no
+/// longer runs.
+struct Landing {
+    cache: Arc<TokenCache>,
+    id: u64,
+    _done: watch::Sender<()>,
+}
 
-    async fn fetch_under_lock(&self) -> Result<Arc<Token>, Unavailable> {
-        let now = self.clock.now();
-        let waiting = self.lock().next_attempt.and_then(|at| at.duration_since(now).ok());
-        if let Some(wait) = waiting {
-            return self.valid(now).ok_or(Unavailable { retry_after: wait });
+impl Drop for Landing {
+    fn drop(&mut self) {
+        let mut state = self.cache.lock();
+        if state.flight.as_ref().is_some_and(|f| f.id == self.id) {
+            state.flight = None;
         }
-        match self.fetch().await {
-            Ok(token) => {
-                let token = Arc::new(token);
-                let mut state = self.lock();
-                let last_refusal = state.last_refusal;
-                *state = State { token: Some(token.clone()), last_refusal, ..State::default() };
-                self.metrics.counters.token_refreshes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::info!(profile = %self.profile, expires_at = %SdkDate::from_system_time(token.expires_at), "IAM token fetched");
-                Ok(token)
-            }
-            Err(error) => {
-                self.metrics.counters.token_refresh_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let mut state = self.lock();
-                state.failures = state.failures.saturating_add(1);
-                let backoff = backoff(state.failures);
-                state.next_attempt = Some(now + backoff);
-                state.last_error = Some(error.clone());
-                tracing::warn!(profile = %self.profile, error = %error, retry_in_s = backoff.as_secs(), "IAM token fetch failed");
-                let still_valid = state.token.clone().filter(|t| t.expires_at > now);
-                still_valid.ok_or(Unavailable { retry_after: backoff })
-            }
-        }
-    }
-
-    /// One token request, answer body included, within the response timeout: a stalled IAM
-    /// must not hold the single-flight lock (and every call waiting on it) forever.
-    async fn fetch(&self) -> Result<Token, String> {
-        let within = self.client.response_timeout();
-        match tokio::time::timeout(within, self.request()).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("IAM did not answer within {} ms", within.as_millis())),
-        }
-    }
-
-    /// One `POST /v3/auth/tokens?nocatalog=true`. Errors say what went wrong, never a secret.
-    async fn request(&self) -> Result<Token, String> {
-        let body = Bytes::from(self.request_body()?.to_string());
-        let endpoint = &self.spec.iam_endpoint;
-        let authority = endpoint.authority().map(|a| a.as_str()).unwrap_or_default();
-        let uri: Uri =
-            format!("{}://{authority}/v3/auth/tokens?nocatalog=true", endpoint.scheme_str().unwrap_or("https"))
-                .parse()
-                .map_err(|e| format!("IAM endpoint: {e}"))?;
-        let mut headers = HeaderList::new();
-        headers.set("Content-Type", "application/json;charset=UTF-8");
-        if let Some(via) = &self.via {
-            // assume_role is authenticated by the caller's own AK/SK signature.
-            let key = via.current();
-            let query = CanonicalQuery::parse("nocatalog=true");
-            let input =
-                SignInput { method: "POST", host: authority, path: "/v3/auth/tokens", query: &query, body: &body };
-            signer::sign(&input, &mut headers, &key.key, SdkDate::from_system_time(self.clock.now()))
-                .map_err(|e| e.to_string())?;
-        }
-        let mut req = Request::post(uri).body(Full::new(body)).map_err(|e| e.to_string())?;
-        for (name, value) in headers.iter() {
-            let value = HeaderValue::from_str(value).map_err(|_| format!("header {name} is not sendable"))?;
-            req.headers_mut().insert(http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?, value);
-        }
-        let rsp = self.client.send(req).await.map_err(|e| format!("IAM could not be reached: {e}"))?;
-        let status = rsp.status();
-        let subject = rsp.headers().get("x-subject-token").and_then(|v| v.to_str().ok()).map(Secret::new);
-        let body = Limited::new(rsp.into_body(), MAX_IAM_BODY)
-            .collect()
-            .await
-            .map_err(|e| format!("IAM answer unreadable: {e}"))?
-            .to_bytes();
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        if status != StatusCode::CREATED {
-            // IAM's error bodies carry a code and a message; neither repeats the credentials.
-            let code = json["error"]["code"].as_str().or(json["error_code"].as_str()).unwrap_or("-");
-            return Err(format!("IAM answered {} (error code {code})", status.as_u16()));
-        }
-        let value = subject.ok_or("IAM's answer has no X-Subject-Token")?;
-        let expires = json["token"]["expires_at"].as_str().ok_or("IAM's answer has no token.expires_at")?;
-        let expires_at =
-            parse_rfc3339(expires).ok_or_else(|| format!("token.expires_at {expires:?} is not a UTC time"))?;
-        Ok(Token { value, expires_at, fetched_at: self.clock.now() })
-    }
-
-    fn request_body(&self) -> Result<serde_json::Value, String> {
-        let scope = serde_json::json!({ "project": { "id": self.project_id } });
-        Ok(match &self.spec.method {
-            TokenMethod::Password { domain, user, password, password_file } => {
-                // A password file is read at each fetch, so a rotated password needs no reload.
-                let fresh = password_file.as_deref().map(read_secret).transpose()?;
-                let password = fresh.as_ref().unwrap_or(password);
-                serde_json::json!({ "auth": {
-                    "identity": { "methods": ["password"], "password": { "user": {
-                        "domain": { "name": domain }, "name": user, "password": password.expose() } } },
-                    "scope": scope } })
-            }
-            TokenMethod::Agency { domain, agency, .. } => serde_json::json!({ "auth": {
-                "identity": { "methods": ["assume_role"], "assume_role": { "domain_name": domain, "agency_name": agency } },
-                "scope": scope } }),
-        })
     }
 }
 

@@ -122,6 +122,17 @@ impl Handler for MockUpstream {
     }
 }
 
+/// The test config's upstream response timeout: long enough that a busy CI machine (two cores
+/// shared with parallel builds) never turns a slow answer into a 504. A test that wants a 504
+/// stalls the upstream ([`Reply::Stall`]) and sets its own short timeout with
+/// [`with_response_timeout`]: a stall outlasts any timeout, so its length decides nothing.
+pub const RESPONSE_TIMEOUT: &str = "10s";
+
+/// `text` with the upstream response timeout set to `timeout`.
+pub fn with_response_timeout(text: &str, timeout: &str) -> String {
+    text.replace(&format!("response_timeout = \"{RESPONSE_TIMEOUT}\""), &format!("response_timeout = \"{timeout}\""))
+}
+
 /// Lets any caller run any operation, for tests about everything but the allowlist.
 pub const ALLOW_ALL: &str = r#"allow = [{ callers = ["*"], operations = ["*"] }]"#;
 
@@ -145,8 +156,8 @@ listen = "127.0.0.1:0"
 [upstream]
 endpoint = "https://127.0.0.1:{port}"
 ca_file = "{ca}"
-connect_timeout = "2s"
-response_timeout = "500ms"
+connect_timeout = "5s"
+response_timeout = "{RESPONSE_TIMEOUT}"
 
 [profiles.main]
 access_key = "{AK}"

@@ -1,0 +1,107 @@
+//! One IAM token request, `POST /v3/auth/tokens?nocatalog=true`, for the token cache: the body
+//! for a password or an agency, the assume-role signature, and IAM's answer read into a
+//! [`Token`]. The whole exchange, answer body included, runs within the profile's own
+//! `iam_timeout`: SparkRTC's `response_timeout` says nothing about how long IAM may take.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+
+use super::keys::{read_secret, KeySource};
+use super::token::Token;
+use crate::clock::Clock;
+use crate::config::{TokenMethod, TokenSpec};
+use crate::secret::Secret;
+use crate::signer::{self, parse_rfc3339, CanonicalQuery, HeaderList, SdkDate, SignInput};
+use crate::upstream::Upstream;
+
+/// IAM's answer without the catalog is a few kilobytes.
+const MAX_IAM_BODY: usize = 1024 * 1024;
+
+/// What a token request needs: whose token, how to ask for it, and the way out.
+pub(super) struct Iam {
+    pub(super) project_id: String,
+    pub(super) spec: TokenSpec,
+    /// The AK/SK that signs an assume-role call.
+    pub(super) via: Option<Arc<KeySource>>,
+    pub(super) client: Upstream,
+    pub(super) clock: Arc<dyn Clock>,
+}
+
+impl Iam {
+    /// One token request within `iam_timeout`: a stalled IAM must not hold the fetch (and the
+    /// calls waiting on it) for longer.
+    pub(super) async fn token(&self) -> Result<Token, String> {
+        let within = self.spec.iam_timeout;
+        match tokio::time::timeout(within, self.request()).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("IAM did not answer within {} ms", within.as_millis())),
+        }
+    }
+
+    /// One `POST /v3/auth/tokens?nocatalog=true`. Errors say what went wrong, never a secret.
+    async fn request(&self) -> Result<Token, String> {
+        let body = Bytes::from(self.request_body()?.to_string());
+        let endpoint = &self.spec.iam_endpoint;
+        let authority = endpoint.authority().map(|a| a.as_str()).unwrap_or_default();
+        let uri: Uri =
+            format!("{}://{authority}/v3/auth/tokens?nocatalog=true", endpoint.scheme_str().unwrap_or("https"))
+                .parse()
+                .map_err(|e| format!("IAM endpoint: {e}"))?;
+        let mut headers = HeaderList::new();
+        headers.set("Content-Type", "application/json;charset=UTF-8");
+        if let Some(via) = &self.via {
+            // assume_role is authenticated by the caller's own AK/SK signature.
+            let key = via.current();
+            let query = CanonicalQuery::parse("nocatalog=true");
+            let input =
+                SignInput { method: "POST", host: authority, path: "/v3/auth/tokens", query: &query, body: &body };
+            signer::sign(&input, &mut headers, &key.key, SdkDate::from_system_time(self.clock.now()))
+                .map_err(|e| e.to_string())?;
+        }
+        let mut req = Request::post(uri).body(Full::new(body)).map_err(|e| e.to_string())?;
+        for (name, value) in headers.iter() {
+            let value = HeaderValue::from_str(value).map_err(|_| format!("header {name} is not sendable"))?;
+            req.headers_mut().insert(http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?, value);
+        }
+        let rsp = self.client.request(req).await.map_err(|e| format!("IAM could not be reached: {e}"))?;
+        let status = rsp.status();
+        let subject = rsp.headers().get("x-subject-token").and_then(|v| v.to_str().ok()).map(Secret::new);
+        let body = Limited::new(rsp.into_body(), MAX_IAM_BODY)
+            .collect()
+            .await
+            .map_err(|e| format!("IAM answer unreadable: {e}"))?
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if status != StatusCode::CREATED {
+            // IAM's error bodies carry a code and a message; neither repeats the credentials.
+            let code = json["error"]["code"].as_str().or(json["error_code"].as_str()).unwrap_or("-");
+            return Err(format!("IAM answered {} (error code {code})", status.as_u16()));
+        }
+        let value = subject.ok_or("IAM's answer has no X-Subject-Token")?;
+        let expires = json["token"]["expires_at"].as_str().ok_or("IAM's answer has no token.expires_at")?;
+        let expires_at =
+            parse_rfc3339(expires).ok_or_else(|| format!("token.expires_at {expires:?} is not a UTC time"))?;
+        Ok(Token { value, expires_at, fetched_at: self.clock.now() })
+    }
+
+    fn request_body(&self) -> Result<serde_json::Value, String> {
+        let scope = serde_json::json!({ "project": { "id": self.project_id } });
+        Ok(match &self.spec.method {
+            TokenMethod::Password { domain, user, password, password_file } => {
+                // A password file is read at each fetch, so a rotated password needs no reload.
+                let fresh = password_file.as_deref().map(read_secret).transpose()?;
+                let password = fresh.as_ref().unwrap_or(password);
+                serde_json::json!({ "auth": {
+                    "identity": { "methods": ["password"], "password": { "user": {
+                        "domain": { "name": domain }, "name": user, "password": password.expose() } } },
+                    "scope": scope } })
+            }
+            TokenMethod::Agency { domain, agency, .. } => serde_json::json!({ "auth": {
+                "identity": { "methods": ["assume_role"], "assume_role": { "domain_name": domain, "agency_name": agency } },
+                "scope": scope } }),
+        })
+    }
+}
