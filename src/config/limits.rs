@@ -70,18 +70,7 @@ fn redis(t: &mut Table<'_>, base: &Path, env: Env<'_>, p: &mut Problems) -> Opti
     let url = t.secret_string("url", p);
     let username = t.string("username", p).map(str::to_owned);
     let password = secret(t, "password", false, base, env, p).map(|(s, _)| s);
-    let ca_file = t.string("ca_file", p).map(|f| base.join(f));
-    if let Some(file) = &ca_file {
-        if !file.is_file() {
-            p.push(
-                t.key_path("ca_file"),
-                format!(
-                    "{:?} is not a readable file; give the path of a PEM file of CA certificates",
-                    file.display().to_string()
-                ),
-            );
-        }
-    }
+    let ca_file = super::validate::ca_file(t, base, p);
     let prefix = t.string("prefix", p).unwrap_or(DEFAULT_REDIS_PREFIX).to_owned();
     let timeout =
         t.duration("timeout", Duration::from_millis(1), Duration::from_secs(10), p).unwrap_or(DEFAULT_REDIS_TIMEOUT);

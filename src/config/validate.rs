@@ -220,18 +220,7 @@ fn upstream(t: &mut Table<'_>, base: &Path, p: &mut Problems) -> Option<Upstream
         .unwrap_or(DEFAULT_POOL_IDLE_TIMEOUT);
     let pool_max_idle_per_host =
         t.integer("pool_max_idle_per_host", 0, 10_000, p).unwrap_or(DEFAULT_POOL_MAX_IDLE) as usize;
-    let ca_file = t.string("ca_file", p).map(|f| base.join(f));
-    if let Some(file) = &ca_file {
-        if !file.is_file() {
-            p.push(
-                t.key_path("ca_file"),
-                format!(
-                    "{:?} is not a readable file; give the path of a PEM file of CA certificates",
-                    file.display().to_string()
-                ),
-            );
-        }
-    }
+    let ca_file = ca_file(t, base, p);
 
     let uri: Uri = match endpoint_text.parse() {
         Ok(uri) => uri,
@@ -264,6 +253,19 @@ fn upstream(t: &mut Table<'_>, base: &Path, p: &mut Problems) -> Option<Upstream
         pool_max_idle_per_host,
         ca_file,
     })
+}
+
+/// `ca_file`: extra PEM CA certificates, relative to the config file.
+pub(super) fn ca_file(t: &mut Table<'_>, base: &Path, p: &mut Problems) -> Option<PathBuf> {
+    let file = base.join(t.string("ca_file", p)?);
+    if !file.is_file() {
+        let shown = file.display().to_string();
+        p.push(
+            t.key_path("ca_file"),
+            format!("{shown:?} is not a readable file; give the path of a PEM file of CA certificates"),
+        );
+    }
+    Some(file)
 }
 
 fn log(t: &mut Table<'_>, p: &mut Problems) -> Log {
