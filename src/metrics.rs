@@ -66,7 +66,7 @@ impl Counters {
         let counter = match err {
             NotAllowed(_) | UnknownCallerKey | AppNotServed { .. } | ProjectMismatch => &self.refused_allowlist,
             RateLimited(_) => &self.refused_rate_limit,
-            InvalidBody(_) | BadHeader(_) | BodyTooLarge { .. } | BodyRead(_) | BodyTimeout { .. } => {
+            InvalidBody(_) | BadHeader(_) | AmbiguousFraming(_) | BodyTooLarge { .. } | BodyRead(_) | BodyTimeout { .. } => {
                 &self.refused_validation
             }
             BadRoute(_) | UnknownOperation(_) => &self.refused_routing,

@@ -30,6 +30,12 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
         .duration("grace_period", Duration::ZERO, Duration::from_secs(3600), &mut p)
         .unwrap_or(DEFAULT_GRACE_PERIOD);
     let watch_config = server.boolean("watch_config", &mut p).unwrap_or(false);
+    let idle_timeout = server
+        .duration("idle_timeout", Duration::from_secs(1), Duration::from_secs(3600), &mut p)
+        .unwrap_or(DEFAULT_IDLE_TIMEOUT);
+    let max_connections = server
+        .integer("max_connections", 1, 1_000_000, &mut p)
+        .and_then(|n| std::num::NonZeroUsize::new(usize::try_from(n).ok()?));
     let tls = if server.has("tls") {
         let mut t = server.table("tls", &mut p);
         let tls = inbound_tls(&mut t, base, &mut p);
@@ -131,6 +137,8 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
             grace_period,
             admin_listen,
             watch_config,
+            idle_timeout,
+            max_connections,
             listen,
             max_body_bytes,
             upstream,
