@@ -66,9 +66,11 @@ impl Counters {
         let counter = match err {
             NotAllowed(_) | UnknownCallerKey | AppNotServed { .. } | ProjectMismatch => &self.refused_allowlist,
             RateLimited(_) => &self.refused_rate_limit,
-            InvalidBody(_) | BadHeader(_) | AmbiguousFraming(_) | BodyTooLarge { .. } | BodyRead(_) | BodyTimeout { .. } => {
+            InvalidBody(_) | BadHeader(_) | BodyTooLarge { .. } | BodyRead(_) | BodyTimeout { .. } => {
                 &self.refused_validation
             }
+            // Refused by the listener before the gateway sees the call; listed for exhaustiveness.
+            AmbiguousFraming(_) => &self.refused_validation,
             BadRoute(_) | UnknownOperation(_) => &self.refused_routing,
             UpstreamUnreachable(_) => &self.upstream_connect_errors,
             UpstreamTimeout { .. } => &self.upstream_timeouts,

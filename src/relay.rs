@@ -67,7 +67,9 @@ pub fn framing(headers: &HeaderMap) -> Result<(), GatewayError> {
         }
     }
     if codings > 1 {
-        return Err(GatewayError::AmbiguousFraming("chunked must not be applied more than once (RFC 9112 section 6.1)"));
+        return Err(GatewayError::AmbiguousFraming(
+            "chunked must not be applied more than once (RFC 9112 section 6.1)",
+        ));
     }
     if codings == 1 && headers.contains_key(header::CONTENT_LENGTH) {
         return Err(GatewayError::AmbiguousFraming("send Transfer-Encoding or Content-Length, not both"));
@@ -144,7 +146,9 @@ mod tests {
         assert!(framing(&["chunked"], false));
         assert!(framing(&["Chunked"], false));
         assert!(framing(&["chunked, "], false));
-        for bad in [&["chunked, chunked"][..], &["chunked", "chunked"], &["gzip, chunked"], &["chunked;x=1"], &["identity"]] {
+        for bad in
+            [&["chunked, chunked"][..], &["chunked", "chunked"], &["gzip, chunked"], &["chunked;x=1"], &["identity"]]
+        {
             assert!(!framing(bad, false), "{bad:?} was accepted");
         }
         assert!(!framing(&["chunked"], true), "Transfer-Encoding with Content-Length was accepted");

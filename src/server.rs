@@ -190,7 +190,14 @@ pub async fn start(gateway: Gateway, listen: Option<SocketAddr>) -> Result<Runni
         let _ = std::fs::remove_file(path);
         let unix =
             tokio::net::UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-        tasks.push(tokio::spawn(listener::serve_with(unix, server_tls, gateway.clone(), drained(), grace, connections)));
+        tasks.push(tokio::spawn(listener::serve_with(
+            unix,
+            server_tls,
+            gateway.clone(),
+            drained(),
+            grace,
+            connections,
+        )));
     }
 
     let admin_addr = match config.admin_listen {

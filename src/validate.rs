@@ -101,7 +101,9 @@ impl<'de> Visitor<'de> for UnambiguousVisitor {
         while let Some(key) = map.next_key::<String>()? {
             if object.contains_key(&key) {
                 let shown: String = key.chars().take(MAX_QUOTED_KEY).collect();
-                return Err(de::Error::custom(format_args!("the key {shown:?} appears twice in one object; send it once")));
+                return Err(de::Error::custom(format_args!(
+                    "the key {shown:?} appears twice in one object; send it once"
+                )));
             }
             let Unambiguous(value) = map.next_value()?;
             object.insert(key, value);

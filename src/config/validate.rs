@@ -312,3 +312,27 @@ fn profile_ref(
     }
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn parse(server: &str) -> Result<crate::Config, String> {
+        let text = format!(
+            "[server]\n{server}\n[profiles.p]\naccess_key = \"ak\"\nsecret_key = \"sk\"\nproject_id = \"p1\"\n"
+        );
+        crate::Config::parse(&text, "t.toml", Path::new("."), &|_| None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn connection_limits_are_read_with_defaults_and_checked() {
+        let defaults = parse("").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((defaults.idle_timeout, defaults.max_connections), (super::DEFAULT_IDLE_TIMEOUT, None));
+        let set = parse("idle_timeout = \"5s\"\nmax_connections = 100").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(set.idle_timeout, Duration::from_secs(5));
+        assert_eq!(set.max_connections.map(|n| n.get()), Some(100));
+        let bad = parse("idle_timeout = \"0s\"\nmax_connections = 0").err().unwrap_or_default();
+        assert!(bad.contains("server.idle_timeout") && bad.contains("server.max_connections"), "{bad}");
+    }
+}

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -49,6 +49,8 @@ pub struct Connections {
     next_id: AtomicU64,
     /// A connection closed or went idle: room may have appeared.
     changed: Notify,
+    /// The limit was hit and not yet left, so it is logged once per episode, not per accept.
+    at_limit: AtomicBool,
 }
 
 /// One connection's activity.
@@ -81,6 +83,7 @@ impl Connections {
             open: Mutex::default(),
             next_id: AtomicU64::new(0),
             changed: Notify::new(),
+            at_limit: AtomicBool::new(false),
         })
     }
 
@@ -111,16 +114,19 @@ impl Connections {
     /// Returns once a new connection may be accepted. At the limit, asks the connections idle
     /// the longest to close (as many as needed for one more) and waits for them to go.
     pub async fn room(&self) {
-        let mut warned = false;
+        let mut waited = false;
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
             if !self.make_room() {
+                if !waited {
+                    self.at_limit.store(false, Ordering::Relaxed);
+                }
                 return;
             }
-            if !warned {
-                warned = true;
+            waited = true;
+            if !self.at_limit.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     max_connections = self.limits.max_connections,
                     "connection limit reached: not accepting until a connection closes; closing the longest idle ones"
