@@ -50,6 +50,8 @@ pub enum GatewayError {
     BodyTooLarge {
         limit: u64,
     },
+    /// The request's body framing is ambiguous (RFC 9112 §6.1): refused, connection closed.
+    AmbiguousFraming(&'static str),
     /// The caller's body could not be read to the end (disconnect, malformed chunking).
     BodyRead(BoxError),
     /// The caller's body did not arrive in time.
@@ -93,6 +95,7 @@ impl GatewayError {
             BadHeader(_) => (StatusCode::BAD_REQUEST, "RTCGW.4004", "InvalidHeader"),
             InvalidBody(_) => (StatusCode::BAD_REQUEST, "RTCGW.4005", "InvalidParameterValue"),
             BodyRead(_) => (StatusCode::BAD_REQUEST, "RTCGW.4006", "IncompleteBody"),
+            AmbiguousFraming(_) => (StatusCode::BAD_REQUEST, "RTCGW.4007", "InvalidFraming"),
             BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "RTCGW.4080", "BodyTimeout"),
             AppNotServed { .. } => (StatusCode::FORBIDDEN, "RTCGW.4030", "AppNotServed"),
             ProjectMismatch => (StatusCode::FORBIDDEN, "RTCGW.4031", "ProjectMismatch"),
@@ -126,7 +129,7 @@ impl GatewayError {
                 l.rate.window_secs(),
                 l.retry_after_secs
             ),
-            BadHeader(why) => (*why).to_owned(),
+            BadHeader(why) | AmbiguousFraming(why) => (*why).to_owned(),
             InvalidBody(why) => why.clone(),
             BodyTooLarge { limit } => format!("the request body is larger than {limit} bytes"),
             BodyRead(_) => "the request body ended before it was complete".to_owned(),
@@ -216,6 +219,7 @@ impl std::error::Error for GatewayError {
             | NotAllowed(_)
             | RateLimited(_)
             | BadHeader(_)
+            | AmbiguousFraming(_)
             | InvalidBody(_)
             | BodyTooLarge { .. }
             | BodyTimeout { .. }
@@ -266,6 +270,7 @@ mod tests {
             (GatewayError::BadHeader("x"), 400, "RTCGW.4004"),
             (GatewayError::InvalidBody("x".into()), 400, "RTCGW.4005"),
             (GatewayError::BodyRead(io("reset")), 400, "RTCGW.4006"),
+            (GatewayError::AmbiguousFraming("chunked twice"), 400, "RTCGW.4007"),
             (GatewayError::BodyTimeout { after: Duration::from_secs(1) }, 408, "RTCGW.4080"),
             (GatewayError::AppNotServed { app: None }, 403, "RTCGW.4030"),
             (GatewayError::ProjectMismatch, 403, "RTCGW.4031"),

@@ -71,6 +71,8 @@ impl Counters {
             InvalidBody(_) | BadHeader(_) | BodyTooLarge { .. } | BodyRead(_) | BodyTimeout { .. } => {
                 &self.refused_validation
             }
+            // Refused by the listener before the gateway sees the call; listed for exhaustiveness.
+            AmbiguousFraming(_) => &self.refused_validation,
             BadRoute(_) | UnknownOperation(_) => &self.refused_routing,
             UpstreamUnreachable(_) => &self.upstream_connect_errors,
             UpstreamTimeout { .. } => &self.upstream_timeouts,

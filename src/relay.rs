@@ -47,6 +47,36 @@ where
     }
 }
 
+/// Refuses a request whose body framing two HTTP/1.1 parsers could read differently. RFC 9112
+/// §6.1: chunked must not be applied more than once, and the only transfer coding SparkRTC's
+/// calls need is a single `chunked`; anything else (`chunked, chunked`, `gzip, chunked`, two
+/// `Transfer-Encoding` lines, parameters) is the raw material of request smuggling when another
+/// proxy sits in front. hyper itself refuses a final coding other than chunked, and when
+/// `Content-Length` comes with `Transfer-Encoding` it drops the length and closes the
+/// connection after the answer (RFC 9112 §6.3), so the handler never sees both.
+pub fn framing(headers: &HeaderMap) -> Result<(), GatewayError> {
+    let mut codings = 0usize;
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        let text = value.to_str().map_err(|_| GatewayError::AmbiguousFraming("Transfer-Encoding is not text"))?;
+        // Empty list elements are allowed and ignored (RFC 9110 §5.6.1).
+        for coding in text.split(',').map(|c| c.trim_matches([' ', '\t'])).filter(|c| !c.is_empty()) {
+            if !coding.eq_ignore_ascii_case("chunked") {
+                return Err(GatewayError::AmbiguousFraming("the only transfer coding accepted is chunked"));
+            }
+            codings += 1;
+        }
+    }
+    if codings > 1 {
+        return Err(GatewayError::AmbiguousFraming(
+            "chunked must not be applied more than once (RFC 9112 section 6.1)",
+        ));
+    }
+    if codings == 1 && headers.contains_key(header::CONTENT_LENGTH) {
+        return Err(GatewayError::AmbiguousFraming("send Transfer-Encoding or Content-Length, not both"));
+    }
+    Ok(())
+}
+
 /// The one header taken from the caller: `Content-Type` (the caller's, else the operation's).
 /// The authorize phase adds `X-Project-Id` and the signer `Host`, `X-Sdk-Date`,
 /// `X-Security-Token` and `Authorization`; or `X-Auth-Token` with a token.
@@ -91,5 +121,36 @@ pub fn to_caller(rsp: Response<Incoming>, request_id: &str, idle: Duration) -> R
 pub fn mark(headers: &mut HeaderMap, request_id: &str) {
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(HEADER_GATEWAY_REQUEST_ID, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, HeaderValue};
+
+    fn framing(te: &[&str], content_length: bool) -> bool {
+        let mut headers = HeaderMap::new();
+        for v in te {
+            headers.append("transfer-encoding", HeaderValue::from_str(v).unwrap_or_else(|e| panic!("{e}")));
+        }
+        if content_length {
+            headers.insert("content-length", HeaderValue::from_static("5"));
+        }
+        super::framing(&headers).is_ok()
+    }
+
+    #[test]
+    fn only_one_chunked_coding_frames_a_body() {
+        assert!(framing(&[], false));
+        assert!(framing(&[], true));
+        assert!(framing(&["chunked"], false));
+        assert!(framing(&["Chunked"], false));
+        assert!(framing(&["chunked, "], false));
+        for bad in
+            [&["chunked, chunked"][..], &["chunked", "chunked"], &["gzip, chunked"], &["chunked;x=1"], &["identity"]]
+        {
+            assert!(!framing(bad, false), "{bad:?} was accepted");
+        }
+        assert!(!framing(&["chunked"], true), "Transfer-Encoding with Content-Length was accepted");
     }
 }

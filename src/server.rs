@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::admin::Admin;
 use crate::error::BoxError;
 use crate::gateway::Gateway;
-use crate::listener;
+use crate::listener::{self, ConnectionLimits, Connections};
 use crate::tls::{self, ReloadingCert};
 
 /// How often certificate files are checked for changes.
@@ -27,6 +27,11 @@ const CERT_CHECK_EVERY: Duration = Duration::from_secs(10);
 const CREDENTIALS_EVERY: Duration = Duration::from_secs(2);
 /// How often the shared limiter backend is pinged (readiness, reconnection without traffic).
 const LIMITER_PROBE_EVERY: Duration = Duration::from_secs(2);
+/// File descriptors kept out of the client connections' share: stdio, the listeners, the
+/// runtime's own, config and key files being read.
+const RESERVED_DESCRIPTORS: u64 = 32;
+/// Open connections on the admin listener: probes and scrapes need few.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// The gateway serving in the background.
 pub struct Running {
@@ -108,6 +113,37 @@ fn reload_cert(cert: &ReloadingCert) {
     }
 }
 
+/// The client connection limits: `server.max_connections`, or else half of the descriptors the
+/// process may open beyond a reserve (each proxied call may need an upstream connection too),
+/// at most [`listener::DEFAULT_MAX_CONNECTIONS`].
+fn connection_limits(config: &crate::Config) -> ConnectionLimits {
+    let descriptors = descriptor_limit();
+    let max_connections = match (config.max_connections, descriptors) {
+        (Some(n), _) => n.get(),
+        (None, Some(limit)) => {
+            let share = limit.saturating_sub(RESERVED_DESCRIPTORS) / 2;
+            usize::try_from(share).unwrap_or(usize::MAX).clamp(8, listener::DEFAULT_MAX_CONNECTIONS)
+        }
+        (None, None) => listener::DEFAULT_MAX_CONNECTIONS,
+    };
+    if let Some(limit) = descriptors {
+        let needed = (max_connections as u64).saturating_mul(2).saturating_add(RESERVED_DESCRIPTORS);
+        if needed > limit {
+            tracing::warn!(max_connections, descriptor_limit = limit, "server.max_connections needs about {needed} file descriptors with upstream connections; raise the limit (LimitNOFILE= in systemd, ulimit -n) or lower max_connections");
+        }
+    }
+    tracing::info!(max_connections, descriptor_limit = ?descriptors, idle_timeout_ms = config.idle_timeout.as_millis(), "client connection limits");
+    ConnectionLimits { idle_timeout: config.idle_timeout, max_connections }
+}
+
+/// The soft limit on open file descriptors (`ulimit -n`, systemd's `LimitNOFILE=`), read from
+/// `/proc/self/limits` since the standard library has no safe call for it. `None` elsewhere.
+fn descriptor_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files").split_whitespace().next()?.parse().ok()
+}
+
 /// Binds every listener of the gateway's config (`listen` overrides the proxy address) and serves.
 pub async fn start(gateway: Gateway, listen: Option<SocketAddr>) -> Result<Running, BoxError> {
     let config = gateway.config();
@@ -138,7 +174,17 @@ pub async fn start(gateway: Gateway, listen: Option<SocketAddr>) -> Result<Runni
             (Some(cert), Some(server))
         }
     };
-    let mut tasks = vec![tokio::spawn(listener::serve(tcp, server_tls.clone(), gateway.clone(), drained(), grace))];
+    let limits = connection_limits(&config);
+    // The TCP and the Unix socket share one count: they share the process's descriptors.
+    let connections = Connections::new(limits);
+    let mut tasks = vec![tokio::spawn(listener::serve_with(
+        tcp,
+        server_tls.clone(),
+        gateway.clone(),
+        drained(),
+        grace,
+        connections.clone(),
+    ))];
 
     #[cfg(unix)]
     if let Some(path) = &config.unix_socket {
@@ -146,7 +192,14 @@ pub async fn start(gateway: Gateway, listen: Option<SocketAddr>) -> Result<Runni
         let _ = std::fs::remove_file(path);
         let unix =
             tokio::net::UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-        tasks.push(tokio::spawn(listener::serve(unix, server_tls, gateway.clone(), drained(), grace)));
+        tasks.push(tokio::spawn(listener::serve_with(
+            unix,
+            server_tls,
+            gateway.clone(),
+            drained(),
+            grace,
+            connections,
+        )));
     }
 
     let admin_addr = match config.admin_listen {
@@ -156,12 +209,14 @@ pub async fn start(gateway: Gateway, listen: Option<SocketAddr>) -> Result<Runni
                 .await
                 .map_err(|e| format!("cannot listen on {admin_listen} (admin): {e}"))?;
             let admin_addr = admin.local_addr()?;
-            tasks.push(tokio::spawn(listener::serve(
+            let admin_limits = ConnectionLimits { max_connections: ADMIN_MAX_CONNECTIONS, ..limits };
+            tasks.push(tokio::spawn(listener::serve_with(
                 admin,
                 None,
                 Admin::new(gateway.clone()),
                 drained(),
                 Duration::from_secs(1),
+                Connections::new(admin_limits),
             )));
             Some(admin_addr)
         }

@@ -41,6 +41,7 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
 /// connection closed under it.
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_POOL_MAX_IDLE: u64 = 64;
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_V11_SERVICE: &str = "CloudRTC";
 
 #[derive(Debug, Clone)]
@@ -60,6 +61,11 @@ pub struct Config {
     pub readiness: Readiness,
     /// Reload when the config file changes, as on SIGHUP.
     pub watch_config: bool,
+    /// A client connection with no call in flight is closed after this long (from accept,
+    /// between keep-alive requests, HTTP/2 without streams).
+    pub idle_timeout: Duration,
+    /// Open client connections at most; `None`: derived from the file-descriptor limit at start.
+    pub max_connections: Option<std::num::NonZeroUsize>,
     pub upstream: Upstream,
     pub log: Log,
     pub profiles: BTreeMap<String, Arc<Profile>>,

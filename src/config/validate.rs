@@ -30,6 +30,12 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
         .duration("grace_period", Duration::ZERO, Duration::from_secs(3600), &mut p)
         .unwrap_or(DEFAULT_GRACE_PERIOD);
     let watch_config = server.boolean("watch_config", &mut p).unwrap_or(false);
+    let idle_timeout = server
+        .duration("idle_timeout", Duration::from_secs(1), Duration::from_secs(3600), &mut p)
+        .unwrap_or(DEFAULT_IDLE_TIMEOUT);
+    let max_connections = server
+        .integer("max_connections", 1, 1_000_000, &mut p)
+        .and_then(|n| std::num::NonZeroUsize::new(usize::try_from(n).ok()?));
     let tls = if server.has("tls") {
         let mut t = server.table("tls", &mut p);
         let tls = inbound_tls(&mut t, base, &mut p);
@@ -143,6 +149,8 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
             admin_listen,
             readiness,
             watch_config,
+            idle_timeout,
+            max_connections,
             listen,
             max_body_bytes,
             upstream,
@@ -318,4 +326,28 @@ fn profile_ref(
         p.push(key, format!("{name:?} is not a defined profile; defined: {declared:?}"));
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn parse(server: &str) -> Result<crate::Config, String> {
+        let text = format!(
+            "[server]\n{server}\n[profiles.p]\naccess_key = \"ak\"\nsecret_key = \"sk\"\nproject_id = \"p1\"\n"
+        );
+        crate::Config::parse(&text, "t.toml", Path::new("."), &|_| None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn connection_limits_are_read_with_defaults_and_checked() {
+        let defaults = parse("").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((defaults.idle_timeout, defaults.max_connections), (super::DEFAULT_IDLE_TIMEOUT, None));
+        let set = parse("idle_timeout = \"5s\"\nmax_connections = 100").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(set.idle_timeout, Duration::from_secs(5));
+        assert_eq!(set.max_connections.map(|n| n.get()), Some(100));
+        let bad = parse("idle_timeout = \"0s\"\nmax_connections = 0").err().unwrap_or_default();
+        assert!(bad.contains("server.idle_timeout") && bad.contains("server.max_connections"), "{bad}");
+    }
 }
