@@ -223,16 +223,16 @@ impl Gateway {
         record.caller(&who);
         // 403: no rule allows it.
         self.authorize(app, &who, &route, record)?;
-        // 429: after authorization, so refused calls spend no app's budget.
-        self.limit(state, &route, &who, record).await?;
         let (parts, body) = req.into_parts();
         // 400: an unusable Content-Type.
         let headers = relay::base_headers(&parts.headers, route.operation)?;
-        // 413 / 408: the body, capped.
+        // 413 / 408: the body, capped; read only for callers allowed to make the call.
         let body = relay::read_body(body, &parts.headers, config.max_body_bytes, BODY_READ_TIMEOUT).await?;
-        // 400: SparkRTC would refuse it too.
+        // 400: SparkRTC would refuse it too, and so would an ambiguous one (duplicate keys).
         let json = validate::body(route.operation, &body)?;
         record.body(body.len(), json.as_ref());
+        // 429: after authorization and validation, so refused calls spend no app's budget.
+        self.limit(state, &route, &who, record).await?;
         // 503: no usable credentials (IAM down and no valid token, expired temporary keys).
         let auth = state.credentials.authorization(&app.profile).await?;
         // 502 / 504: AK/SK signature or token on, sent, one retry on a refused token.

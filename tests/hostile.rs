@@ -298,6 +298,19 @@ async fn finding5_a_json_body_with_a_key_given_twice_is_refused_before_the_upstr
 }
 
 #[tokio::test]
+async fn finding5_an_ambiguous_body_spends_no_rate_limit_budget() {
+    // One call a minute for the app: a refused body must leave that call for a good one.
+    let h =
+        start_with(|_| Reply::status(202), |addr| config(addr, "", "[limits]\nper_app = { rate = \"1/m\" }\n")).await;
+    for _ in 0..3 {
+        h.remove_users(r#"{"user_ids":["a"],"user_ids":["b"]}"#).await.assert_gateway_error(400, "RTCGW.4005");
+    }
+    assert_eq!(h.remove_users(r#"{"user_ids":["a"]}"#).await.status, 202, "the budget is intact");
+    h.remove_users(r#"{"user_ids":["b"]}"#).await.assert_gateway_error(429, "RTCGW.4290");
+    assert_eq!(h.upstream.seen().len(), 1);
+}
+
+#[tokio::test]
 async fn finding6_transfer_encoding_other_than_one_chunked_is_refused_and_the_connection_closed() {
     let h = gateway("").await;
     let body = r#"{"user_ids":["u1"]}"#;
