@@ -25,7 +25,11 @@ fn every_kubernetes_yaml_file_parses_into_typed_documents() {
         for doc in parse_yaml(&file) {
             // A JSON 6902 patch is a list of operations; everything else is a typed object.
             if let Some(ops) = doc.as_vec() {
-                assert!(ops.iter().all(|op| op["op"].as_str().is_some()), "{}: a list that is not a patch", file.display());
+                assert!(
+                    ops.iter().all(|op| op["op"].as_str().is_some()),
+                    "{}: a list that is not a patch",
+                    file.display()
+                );
                 continue;
             }
             assert!(
@@ -79,9 +83,8 @@ fn each_overlay_embeds_a_valid_watched_config_with_probes_on_its_admin_port() {
             assert_eq!(mount["readOnly"].as_bool(), Some(true), "{overlay}: {mount:?}");
             assert!(mount["subPath"].is_badvalue(), "{overlay}: {mount:?} would never see updates");
         }
-        let mounted = |dir: &str| {
-            gateway["volumeMounts"].as_vec().unwrap().iter().any(|m| m["mountPath"].as_str() == Some(dir))
-        };
+        let mounted =
+            |dir: &str| gateway["volumeMounts"].as_vec().unwrap().iter().any(|m| m["mountPath"].as_str() == Some(dir));
         assert!(mounted("/etc/sparkrtc-gateway") && mounted("/var/run/secrets/sparkrtc"), "{overlay}");
         assert_eq!(
             gateway["args"].as_vec().unwrap().last().and_then(Yaml::as_str),
@@ -155,7 +158,8 @@ fn central_serves_tls_shares_limits_and_trusts_ingress_pods_not_the_service_rang
         assert!(toml.contains(&file.replace("DIR", dir)), "the config reads the mounted pair: {file}");
     }
 
-    let service = find(&docs, "Service").into_iter().find(|s| s["metadata"]["name"].as_str() == Some("sparkrtc-gateway"));
+    let service =
+        find(&docs, "Service").into_iter().find(|s| s["metadata"]["name"].as_str() == Some("sparkrtc-gateway"));
     let service = service.expect("the callers' Service");
     assert!(within(&service["spec"]["selector"], &labels), "the Service selects the pods");
     assert_eq!(service["spec"]["ports"][0]["targetPort"].as_str(), Some("proxy"));
@@ -168,7 +172,8 @@ fn central_serves_tls_shares_limits_and_trusts_ingress_pods_not_the_service_rang
     assert!(deployment["spec"]["replicas"].as_i64().unwrap() > 1, "a PDB needs more than one replica");
 
     let monitor = find(&docs, "ServiceMonitor")[0];
-    let admin_service = find(&docs, "Service").into_iter().find(|s| selects(&monitor["spec"]["selector"], &s["metadata"]["labels"]));
+    let admin_service =
+        find(&docs, "Service").into_iter().find(|s| selects(&monitor["spec"]["selector"], &s["metadata"]["labels"]));
     let admin_service = admin_service.expect("the ServiceMonitor selects a Service");
     let scraped = monitor["spec"]["endpoints"][0]["port"].as_str().unwrap();
     assert!(admin_service["spec"]["ports"].as_vec().unwrap().iter().any(|p| p["name"].as_str() == Some(scraped)));

@@ -41,7 +41,8 @@ fn build(dir: &Path) -> Vec<Yaml> {
     for patch in list(&k["patches"]) {
         for body in parse_yaml(&dir.join(patch["path"].as_str().unwrap())) {
             if let Some(ops) = body.as_vec() {
-                let (kind, name) = (patch["target"]["kind"].as_str().unwrap(), patch["target"]["name"].as_str().unwrap());
+                let (kind, name) =
+                    (patch["target"]["kind"].as_str().unwrap(), patch["target"]["name"].as_str().unwrap());
                 let renames = patch["options"]["allowNameChange"].as_bool() == Some(true);
                 let doc = resource_mut(&mut docs, kind, name);
                 json_patch(doc, ops);
@@ -281,7 +282,11 @@ fn each_overlay_builds_to_its_committed_rendering() {
         let built = canonical(&build(&overlay_dir(overlay)));
         let committed = canonical(&rendered(overlay));
         let diff = differences(&built, &committed);
-        assert!(diff.is_empty(), "{overlay}: re-render deploy/kubernetes/rendered/{overlay}.yaml:\n{}", diff.join("\n"));
+        assert!(
+            diff.is_empty(),
+            "{overlay}: re-render deploy/kubernetes/rendered/{overlay}.yaml:\n{}",
+            diff.join("\n")
+        );
     }
 }
 
@@ -317,12 +322,21 @@ fn the_builder_applies_what_it_claims() {
     )
     .unwrap()
     .remove(0);
-    let patch = YamlLoader::load_from_str("spec:\n  containers:\n    - {name: g, ports: [{containerPort: 2}]}\n    - {name: app}\n")
-        .unwrap()
-        .remove(0);
+    let patch = YamlLoader::load_from_str(
+        "spec:\n  containers:\n    - {name: g, ports: [{containerPort: 2}]}\n    - {name: app}\n",
+    )
+    .unwrap()
+    .remove(0);
     merge(&mut doc, &patch, "");
-    assert_eq!(canon(&doc["spec"]["containers"]), canon(&YamlLoader::load_from_str(
-        "[{name: app}, {name: g, image: gw:1, ports: [{containerPort: 2}, {containerPort: 1}]}]").unwrap()[0]));
+    assert_eq!(
+        canon(&doc["spec"]["containers"]),
+        canon(
+            &YamlLoader::load_from_str(
+                "[{name: app}, {name: g, image: gw:1, ports: [{containerPort: 2}, {containerPort: 1}]}]"
+            )
+            .unwrap()[0]
+        )
+    );
     let ops = YamlLoader::load_from_str("- {op: move, from: /spec/containers, path: /spec/initContainers}").unwrap();
     json_patch(&mut doc, ops[0].as_vec().unwrap());
     assert!(doc["spec"]["containers"].is_badvalue() && doc["spec"]["initContainers"].as_vec().unwrap().len() == 2);

@@ -35,8 +35,11 @@ fn parse_scrape(text: &str) -> Vec<Series> {
         .collect()
 }
 
-/// `a="x",b=~"y"` as (label, operator, value).
-fn matchers(text: &str) -> Vec<(String, String, String)> {
+/// One label matcher: label, operator (`=`, `!=`, `=~`, `!~`), value.
+type Matcher = (String, String, String);
+
+/// `a="x",b=~"y"` as matchers.
+fn matchers(text: &str) -> Vec<Matcher> {
     let mut out = Vec::new();
     let mut rest = text.trim();
     while !rest.is_empty() {
@@ -56,15 +59,33 @@ fn matchers(text: &str) -> Vec<(String, String, String)> {
 /// `(` is a function or aggregation.
 #[derive(Debug, Default)]
 struct Query {
-    selectors: Vec<(String, Vec<(String, String, String)>)>,
+    selectors: Vec<(String, Vec<Matcher>)>,
     grouping: Vec<String>,
 }
 
 fn parse_promql(expr: &str) -> Query {
     // Operators, and aggregations (which may be followed by `by (...)` before their parenthesis).
     const KEYWORDS: [&str; 20] = [
-        "and", "or", "unless", "bool", "offset", "by", "without", "on", "sum", "min", "max", "avg", "group", "count",
-        "count_values", "stddev", "stdvar", "topk", "bottomk", "quantile",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "by",
+        "without",
+        "on",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "count",
+        "count_values",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
     ];
     let mut q = Query::default();
     let chars: Vec<char> = expr.chars().collect();

@@ -131,7 +131,8 @@ fn unit_checks_before_start_reloads_on_sighup_and_gives_the_socket_a_directory()
 #[test]
 fn config_reads_each_key_from_the_credential_systemd_loads() {
     let text = unit_text();
-    let credentials: Vec<&str> = directive(&text, "LoadCredential").iter().map(|c| c.split(':').next().unwrap()).collect();
+    let credentials: Vec<&str> =
+        directive(&text, "LoadCredential").iter().map(|c| c.split(':').next().unwrap()).collect();
     assert_eq!(credentials, ["access_key", "secret_key"]);
     let toml = read(&deploy("sparkrtc-gateway.toml"));
     let referenced: Vec<&str> = toml
