@@ -54,7 +54,9 @@ fn systemd_analyze(args: &[&str]) -> std::process::Output {
 /// The unit as installed, under its own name in a private directory (the offline analysis
 /// takes the unit's name from the file name).
 fn installed_copy(text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sparkrtc-gw-unit-{}-{}", std::process::id(), text.len()));
+    static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let copy = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("sparkrtc-gw-unit-{}-{copy}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(UNIT);
     std::fs::write(&path, text).unwrap();

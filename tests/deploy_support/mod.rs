@@ -71,7 +71,11 @@ const SECRET_DIRS: [&str; 4] = [
 /// Validates an embedded config as `sparkrtc-gateway check` does, with its secret and
 /// certificate files stood in for by placeholder files in a temp dir.
 pub fn check_embedded(origin: &str, toml: &str) -> Config {
-    let dir = std::env::temp_dir().join(format!("sparkrtc-gw-deploy-{}", std::process::id()));
+    // A directory per call: tests run in parallel, and rewriting a file another test is
+    // reading would let it see the file empty.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("sparkrtc-gw-deploy-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for name in ["access_key", "secret_key", "password", "ca.pem", "tls.crt", "tls.key"] {
         std::fs::write(dir.join(name), "placeholder").unwrap();
