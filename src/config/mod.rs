@@ -5,6 +5,7 @@
 //! environment variable (`secret_key_env`) or a file of its own (`secret_key_file`).
 
 mod limits;
+mod platform;
 mod policy;
 mod profile;
 mod reader;
@@ -147,7 +148,7 @@ impl Profile {
     pub fn signing_key(&self) -> Option<&SigningKey> {
         match &self.auth {
             Auth::Keys { key, .. } => Some(&key.key),
-            Auth::Token(_) => None,
+            Auth::Token(_) | Auth::Platform(_) => None,
         }
     }
 }
@@ -158,6 +159,8 @@ pub enum Auth {
     Keys { key: LoadedKey, files: KeyFiles },
     /// An IAM token in `X-Auth-Token`.
     Token(TokenSpec),
+    /// Temporary AK/SK from the platform: metadata, pod identity or OIDC.
+    Platform(crate::credentials::platform::PlatformSpec),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
