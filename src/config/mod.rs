@@ -4,6 +4,7 @@
 //! Secrets are never required inline: each may come from the file (`secret_key`), an
 //! environment variable (`secret_key_env`) or a file of its own (`secret_key_file`).
 
+mod jwt;
 mod limits;
 mod platform;
 mod policy;

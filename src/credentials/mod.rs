@@ -17,6 +17,7 @@ use crate::clock::Clock;
 use crate::config::{Auth, Config, Profile};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
+use crate::policy::JwtVerifier;
 use crate::upstream::Upstream;
 use keys::{KeySource, LoadedKey};
 use platform::Platform;
@@ -42,7 +43,13 @@ pub enum Authorization {
 pub struct Credentials {
     by_profile: HashMap<String, (Arc<Profile>, Credential)>,
     clock: Arc<dyn Clock>,
+    /// The callers' JWKS, when fetched from a URL: refreshed here with the credentials, by the
+    /// same maintenance loop and through the same client.
+    jwks: Option<(Arc<JwtVerifier>, Upstream)>,
 }
+
+/// The longest a JWKS fetch may take.
+const JWKS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Credentials {
     /// Builds every profile's credential. With `previous`, token caches of unchanged profiles
@@ -109,7 +116,8 @@ impl Credentials {
                 by_profile.insert(name.clone(), (profile.clone(), credential));
             }
         }
-        Credentials { by_profile, clock }
+        let jwks = config.callers.jwt.clone().map(|v| (v, client.clone()));
+        Credentials { by_profile, clock, jwks }
     }
 
     fn credential(&self, profile: &Profile) -> Result<&Credential, GatewayError> {
@@ -162,6 +170,7 @@ impl Credentials {
 
     /// Re-reads key files and refreshes tokens that are due. Run every few seconds and on SIGHUP.
     pub async fn maintain(&self) {
+        self.refresh_jwks().await;
         for (name, (_, credential)) in &self.by_profile {
             match credential {
                 Credential::Keys(source) => match source.refresh() {
@@ -195,4 +204,31 @@ fn node_local_client(config: &Config, client: &Upstream) -> Upstream {
         tracing::error!(error = %e, "cannot build the client for the metadata and pod identity endpoints");
         client.clone()
     })
+}
+
+impl Credentials {
+    /// Fetches the callers' JWKS URL when it is due, or when a token named a key id not in it.
+    async fn refresh_jwks(&self) {
+        let Some((verifier, client)) = &self.jwks else { return };
+        let Some(uri) = verifier.url_due(self.clock.now()) else { return };
+        let fetch = async {
+            let req = http::Request::get(uri.clone())
+                .header(http::header::ACCEPT, "application/json")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .map_err(|e| e.to_string())?;
+            let rsp = client.request(req).await.map_err(|e| format!("the JWKS URL could not be reached: {e}"))?;
+            if !rsp.status().is_success() {
+                return Err(format!("the JWKS URL answered {}", rsp.status().as_u16()));
+            }
+            let body = http_body_util::Limited::new(rsp.into_body(), 256 * 1024);
+            http_body_util::BodyExt::collect(body)
+                .await
+                .map(|b| b.to_bytes())
+                .map_err(|e| format!("the JWKS is unreadable: {e}"))
+        };
+        let result = tokio::time::timeout(JWKS_TIMEOUT, fetch)
+            .await
+            .unwrap_or_else(|_| Err(format!("the JWKS URL did not answer within {} s", JWKS_TIMEOUT.as_secs())));
+        verifier.fetched(result, self.clock.now());
+    }
 }
