@@ -306,3 +306,51 @@ async fn no_jwt_appears_in_trace_logs() {
         }
     }
 }
+
+/// A TLS client of the gateway presenting the test certificate `name` (`client`: DNS name only;
+/// `spiffe-client`: SPIFFE id only); the status of one app call.
+async fn status_with_cert(addr: SocketAddr, name: &str) -> u16 {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(data("certs/ca.pem")).unwrap()).unwrap();
+    let chain = vec![CertificateDer::from_pem_file(data(&format!("certs/{name}.pem"))).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(data(&format!("certs/{name}.key"))).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let server = ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server, tcp).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("/v2/apps/{APP}"))
+        .header("host", "localhost")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    sender.send_request(req).await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_identified_by_its_spiffe_id() {
+    let tls = format!(
+        "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\nclient_auth = \"required\"\n",
+        data("certs/server.pem").display(),
+        data("certs/server.key").display(),
+        data("certs/ca.pem").display()
+    );
+    let callers = "[callers.billing]\ncert_names = [\"spiffe://example.org/ns/billing/sa/api\"]\n";
+    let only_billing = r#"allow = [{ callers = ["billing"], operations = ["*"] }]"#;
+    let (upstream, _, text) = mock_upstream(
+        |_| Reply::status(202),
+        |a| config_with(a, only_billing, only_billing, callers).replace("[admin]", &format!("{tls}\n[admin]")),
+    )
+    .await;
+    let running = sparkrtc_gateway::start(Gateway::new(support::parse_config(&text)).unwrap(), None).await.unwrap();
+    assert_eq!(status_with_cert(running.addr, "spiffe-client").await, 202, "named billing by its SPIFFE id");
+    assert_eq!(status_with_cert(running.addr, "client").await, 403, "a DNS-only certificate is someone else");
+    assert_eq!(upstream.seen().len(), 1);
+}

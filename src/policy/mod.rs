@@ -6,6 +6,7 @@
 
 mod cidr;
 mod jwt;
+mod san;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -17,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 pub use cidr::Cidr;
 pub use jwt::{asymmetric, JwksSource, JwtSpec, JwtVerifier, TokenRefusal};
+pub use san::spiffe_ids;
 
 use crate::catalog::{Catalog, Operation};
 
