@@ -13,7 +13,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::Body;
 use crate::catalog::RouteError;
-use crate::policy::IdentifyError;
+use crate::policy::{IdentifyError, TokenRefusal};
 use crate::ratelimit::{BackendError, Limited, Refusal};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -39,6 +39,10 @@ pub enum GatewayError {
     ProjectMismatch,
     /// A caller key was sent that belongs to no configured caller.
     UnknownCallerKey,
+    /// A bearer token was sent and refused (bad signature, issuer, audience, time, algorithm).
+    InvalidCallerToken(TokenRefusal),
+    /// A valid bearer token whose claim names no configured caller.
+    UnknownTokenSubject,
     /// No allow rule lets this caller run this operation on this app; names the rule set.
     NotAllowed(String),
     /// Over a rate limit.
@@ -101,6 +105,8 @@ impl GatewayError {
             ProjectMismatch => (StatusCode::FORBIDDEN, "RTCGW.4031", "ProjectMismatch"),
             UnknownCallerKey => (StatusCode::FORBIDDEN, "RTCGW.4032", "CallerNotRecognised"),
             NotAllowed(_) => (StatusCode::FORBIDDEN, "RTCGW.4033", "NotAllowed"),
+            InvalidCallerToken(_) => (StatusCode::FORBIDDEN, "RTCGW.4034", "InvalidCallerToken"),
+            UnknownTokenSubject => (StatusCode::FORBIDDEN, "RTCGW.4032", "CallerNotRecognised"),
             UnknownOperation(_) => (StatusCode::NOT_FOUND, "RTCGW.4040", "UnknownOperation"),
             BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "RTCGW.4130", "BodyTooLarge"),
             RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "RTCGW.4290", "RateLimited"),
@@ -121,6 +127,8 @@ impl GatewayError {
             AppNotServed { app: None } => "account-level operations are not served by this gateway".to_owned(),
             ProjectMismatch => "the project id in the path is not the project of this app's credentials".to_owned(),
             UnknownCallerKey => "the caller key matches no configured caller".to_owned(),
+            InvalidCallerToken(refusal) => refusal.reason().to_owned(),
+            UnknownTokenSubject => "the bearer token is valid but names no configured caller".to_owned(),
             NotAllowed(why) => why.clone(),
             RateLimited(l) => format!(
                 "over the {} limit of {} calls per {} s; retry after {} s",
@@ -216,6 +224,8 @@ impl std::error::Error for GatewayError {
             AppNotServed { .. }
             | ProjectMismatch
             | UnknownCallerKey
+            | InvalidCallerToken(_)
+            | UnknownTokenSubject
             | NotAllowed(_)
             | RateLimited(_)
             | BadHeader(_)
@@ -233,6 +243,8 @@ impl From<IdentifyError> for GatewayError {
     fn from(e: IdentifyError) -> Self {
         match e {
             IdentifyError::UnknownKey => GatewayError::UnknownCallerKey,
+            IdentifyError::InvalidToken(refusal) => GatewayError::InvalidCallerToken(refusal),
+            IdentifyError::UnknownSubject => GatewayError::UnknownTokenSubject,
         }
     }
 }
@@ -276,6 +288,8 @@ mod tests {
             (GatewayError::ProjectMismatch, 403, "RTCGW.4031"),
             (GatewayError::UnknownCallerKey, 403, "RTCGW.4032"),
             (GatewayError::NotAllowed("apps.a.allow: no rule".into()), 403, "RTCGW.4033"),
+            (GatewayError::InvalidCallerToken(TokenRefusal::Expired), 403, "RTCGW.4034"),
+            (GatewayError::UnknownTokenSubject, 403, "RTCGW.4032"),
             (GatewayError::UnknownOperation(RouteError::NoOperation { allowed: vec![] }), 404, "RTCGW.4040"),
             (GatewayError::BodyTooLarge { limit: 1 }, 413, "RTCGW.4130"),
             (GatewayError::RateLimited(limited()), 429, "RTCGW.4290"),

@@ -66,7 +66,12 @@ impl Counters {
     pub fn refused(&self, err: &GatewayError) {
         use GatewayError::*;
         let counter = match err {
-            NotAllowed(_) | UnknownCallerKey | AppNotServed { .. } | ProjectMismatch => &self.refused_allowlist,
+            NotAllowed(_)
+            | UnknownCallerKey
+            | InvalidCallerToken(_)
+            | UnknownTokenSubject
+            | AppNotServed { .. }
+            | ProjectMismatch => &self.refused_allowlist,
             RateLimited(_) => &self.refused_rate_limit,
             InvalidBody(_) | BadHeader(_) | BodyTooLarge { .. } | BodyRead(_) | BodyTimeout { .. } => {
                 &self.refused_validation

@@ -70,13 +70,16 @@ pub fn inbound_config(
     Ok(Arc::new(config))
 }
 
-/// The DNS names (subject alternative names) of the client certificate, if one was presented.
+/// The DNS names and SPIFFE ids (subject alternative names) of the client certificate, if one
+/// was presented.
 pub fn peer_names(conn: &ServerConnection) -> Vec<String> {
     let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) else { return Vec::new() };
-    match webpki::EndEntityCert::try_from(cert) {
-        Ok(cert) => cert.valid_dns_names().map(str::to_owned).collect(),
-        Err(_) => Vec::new(),
-    }
+    let mut names: Vec<String> = match webpki::EndEntityCert::try_from(cert) {
+        Ok(end) => end.valid_dns_names().map(str::to_owned).collect(),
+        Err(_) => return Vec::new(),
+    };
+    names.extend(crate::policy::spiffe_ids(cert));
+    names
 }
 
 /// A certificate and key that are re-read when their files change, so a rotated certificate

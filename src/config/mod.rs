@@ -4,7 +4,9 @@
 //! Secrets are never required inline: each may come from the file (`secret_key`), an
 //! environment variable (`secret_key_env`) or a file of its own (`secret_key_file`).
 
+mod jwt;
 mod limits;
+mod platform;
 mod policy;
 mod profile;
 mod reader;
@@ -153,7 +155,7 @@ impl Profile {
     pub fn signing_key(&self) -> Option<&SigningKey> {
         match &self.auth {
             Auth::Keys { key, .. } => Some(&key.key),
-            Auth::Token(_) => None,
+            Auth::Token(_) | Auth::Platform(_) => None,
         }
     }
 }
@@ -164,6 +166,8 @@ pub enum Auth {
     Keys { key: LoadedKey, files: KeyFiles },
     /// An IAM token in `X-Auth-Token`.
     Token(TokenSpec),
+    /// Temporary AK/SK from the platform: metadata, pod identity or OIDC.
+    Platform(crate::credentials::platform::PlatformSpec),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

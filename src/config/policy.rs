@@ -50,19 +50,27 @@ pub(super) fn callers(
         let addresses = cidrs(&mut t, "addresses", p);
         let cert_names: Vec<String> =
             t.strings("cert_names", p).unwrap_or_default().into_iter().map(str::to_owned).collect();
-        if addresses.is_empty() && key_sha256.is_none() && cert_names.is_empty() {
+        for name in cert_names.iter().filter(|n| n.starts_with("spiffe:") && !super::jwt::spiffe_id(n)) {
+            p.push(
+                t.key_path("cert_names"),
+                format!("{name:?} is not a SPIFFE id; write it like \"spiffe://trust-domain/ns/NAMESPACE/sa/ACCOUNT\""),
+            );
+        }
+        let jwt_subjects: Vec<String> =
+            t.strings("jwt_subjects", p).unwrap_or_default().into_iter().map(str::to_owned).collect();
+        if addresses.is_empty() && key_sha256.is_none() && cert_names.is_empty() && jwt_subjects.is_empty() {
             p.push(
                 t.key_path("addresses"),
-                "this caller can never be recognised; give addresses, key_sha256 or cert_names",
+                "this caller can never be recognised; give addresses, key_sha256, cert_names or jwt_subjects",
             );
         }
         if let Some(spec) = limit(&mut t, "limit", on_error, p) {
             limits.insert(name.clone(), spec);
         }
         t.finish(p);
-        named.push(CallerSpec { name, addresses, key_sha256, cert_names });
+        named.push(CallerSpec { name, addresses, key_sha256, cert_names, jwt_subjects });
     }
-    (Callers { key_header, trusted_proxies, named }, limits)
+    (Callers { key_header, trusted_proxies, named, jwt: None }, limits)
 }
 
 fn cidrs(t: &mut Table<'_>, key: &str, p: &mut Problems) -> Vec<Cidr> {

@@ -1,7 +1,8 @@
 //! `[profiles.NAME]`: the credentials the gateway signs or authenticates with.
 //!
-//! Two kinds. `aksk` (default): an AK/SK pair, optionally temporary keys with a security token.
+//! Kinds: `aksk` (default): an AK/SK pair, optionally temporary keys with a security token.
 //! `token`: an IAM token, fetched with an IAM user's password or by assuming an agency.
+//! `metadata`, `pod-identity`, `oidc`: temporary keys from the platform (see `super::platform`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,8 +41,9 @@ pub(super) fn profile(
     let auth = match t.string("kind", p).unwrap_or("aksk") {
         "aksk" => keys(t, base, env, p),
         "token" => token(t, base, env, allow_http, p),
+        kind @ ("metadata" | "pod-identity" | "oidc") => super::platform::platform(kind, t, base, env, allow_http, p),
         other => {
-            p.push(t.key_path("kind"), format!("{other:?} is not a profile kind; use \"aksk\" (default) or \"token\""));
+            p.push(t.key_path("kind"), format!("{other:?} is not a profile kind; use \"aksk\" (default), \"token\", \"metadata\", \"pod-identity\" or \"oidc\""));
             None
         }
     };
@@ -76,7 +78,7 @@ fn keys(t: &mut Table<'_>, base: &Path, env: Env<'_>, p: &mut Problems) -> Optio
     Some(Auth::Keys { key: LoadedKey { key, expires_at: None }, files })
 }
 
-fn algorithm(t: &mut Table<'_>, p: &mut Problems) -> Option<Algorithm> {
+pub(super) fn algorithm(t: &mut Table<'_>, p: &mut Problems) -> Option<Algorithm> {
     match t.string("algorithm", p).unwrap_or("SDK-HMAC-SHA256") {
         "SDK-HMAC-SHA256" => Some(Algorithm::HmacSha256),
         "SDK-HMAC-SM3" => Some(Algorithm::HmacSm3),

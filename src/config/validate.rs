@@ -113,7 +113,8 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
 
     let mut policy_table = root.table("policy", &mut p);
     let mut callers_table = root.table("callers", &mut p);
-    let (callers, caller_limits) = super::policy::callers(&mut policy_table, &mut callers_table, on_error, &mut p);
+    let (mut callers, caller_limits) = super::policy::callers(&mut policy_table, &mut callers_table, on_error, &mut p);
+    callers.jwt = super::jwt::verifier(&mut policy_table, &callers.named, base, allow_http, &mut p);
     policy_table.finish(&mut p);
     let client_certs = tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
     for caller in callers.named.iter().filter(|c| !c.cert_names.is_empty() && !client_certs) {

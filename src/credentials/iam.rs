@@ -1,7 +1,8 @@
 //! One IAM token request, `POST /v3/auth/tokens?nocatalog=true`, for the token cache: the body
 //! for a password or an agency, the assume-role signature, and IAM's answer read into a
 //! [`Token`]. The whole exchange, answer body included, runs within the profile's own
-//! `iam_timeout`: SparkRTC's `response_timeout` says nothing about how long IAM may take.
+//! `iam_timeout` (the cache's fetch timeout): SparkRTC's `response_timeout` says nothing about
+//! how long IAM may take.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use http::{HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 
 use super::keys::{read_secret, KeySource};
-use super::token::Token;
+use super::token::{Source, Token};
 use crate::clock::Clock;
 use crate::config::{TokenMethod, TokenSpec};
 use crate::secret::Secret;
@@ -21,7 +22,7 @@ use crate::upstream::Upstream;
 const MAX_IAM_BODY: usize = 1024 * 1024;
 
 /// What a token request needs: whose token, how to ask for it, and the way out.
-pub(super) struct Iam {
+pub struct Iam {
     pub(super) project_id: String,
     pub(super) spec: TokenSpec,
     /// The AK/SK that signs an assume-role call.
@@ -30,17 +31,21 @@ pub(super) struct Iam {
     pub(super) clock: Arc<dyn Clock>,
 }
 
-impl Iam {
-    /// One token request within `iam_timeout`: a stalled IAM must not hold the fetch (and the
-    /// calls waiting on it) for longer.
-    pub(super) async fn token(&self) -> Result<Token, String> {
-        let within = self.spec.iam_timeout;
-        match tokio::time::timeout(within, self.request()).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("IAM did not answer within {} ms", within.as_millis())),
-        }
+impl Source for Iam {
+    type Item = Secret;
+    const WHAT: &'static str = "IAM token";
+    const EXPIRING: &'static str = "a token that expires";
+
+    fn peer(&self) -> &'static str {
+        "IAM"
     }
 
+    async fn fetch(&self) -> Result<Token, String> {
+        self.request().await
+    }
+}
+
+impl Iam {
     /// One `POST /v3/auth/tokens?nocatalog=true`. Errors say what went wrong, never a secret.
     async fn request(&self) -> Result<Token, String> {
         let body = Bytes::from(self.request_body()?.to_string());

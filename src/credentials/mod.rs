@@ -2,11 +2,12 @@
 //! current AK/SK or IAM token here, then signs or sets `X-Auth-Token`.
 //!
 //! AK/SK read from files follow the files (re-read every few seconds and on SIGHUP); IAM tokens
-//! are cached per profile ([`token::TokenCache`]) and survive config reloads that leave their
-//! profile unchanged.
+//! and temporary keys from the platform ([`platform`]) are cached per profile
+//! ([`token::TokenCache`]) and survive config reloads that leave their profile unchanged.
 
 mod iam;
 pub mod keys;
+pub mod platform;
 pub mod token;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,9 +17,11 @@ use crate::clock::Clock;
 use crate::config::{Auth, Config, Profile};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
+use crate::policy::JwtVerifier;
 use crate::upstream::Upstream;
 use keys::{KeySource, LoadedKey};
-use token::{retry_after_secs, Token, TokenCache};
+use platform::Platform;
+use token::{retry_after_secs, Timing, Token, TokenCache};
 
 /// How long a call is told to wait when temporary keys have expired and no new ones arrived.
 const EXPIRED_KEYS_RETRY_SECS: u64 = 5;
@@ -27,6 +30,8 @@ const EXPIRED_KEYS_RETRY_SECS: u64 = 5;
 pub enum Credential {
     Keys(Arc<KeySource>),
     Token(Arc<TokenCache>),
+    /// Temporary keys from the platform (metadata, pod identity, OIDC).
+    Temporary(Arc<TokenCache<Platform>>),
 }
 
 /// What the authorize phase puts on a call.
@@ -38,7 +43,13 @@ pub enum Authorization {
 pub struct Credentials {
     by_profile: HashMap<String, (Arc<Profile>, Credential)>,
     clock: Arc<dyn Clock>,
+    /// The callers' JWKS, when fetched from a URL: refreshed here with the credentials, by the
+    /// same maintenance loop and through the same client.
+    jwks: Option<(Arc<JwtVerifier>, Upstream)>,
 }
+
+/// The longest a JWKS fetch may take.
+const JWKS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Credentials {
     /// Builds every profile's credential. With `previous`, token caches of unchanged profiles
@@ -56,13 +67,27 @@ impl Credentials {
                 keys.insert(name, Arc::new(KeySource::new(key.clone(), files.clone())));
             }
         }
+        let node_local = node_local_client(config, client);
         let mut by_profile = HashMap::new();
         for (name, profile) in &config.profiles {
+            let kept = previous.and_then(|p| p.by_profile.get(name)).filter(|(old, _)| **old == **profile);
             let credential = match &profile.auth {
                 Auth::Keys { .. } => keys.get(name.as_str()).cloned().map(Credential::Keys),
+                Auth::Platform(spec) => {
+                    let kept = kept.and_then(|(_, c)| match c {
+                        Credential::Temporary(cache) => Some(cache.clone()),
+                        _ => None,
+                    });
+                    let client = if spec.source.node_local() { &node_local } else { client };
+                    let cache = kept.unwrap_or_else(|| {
+                        let source = Platform::new(spec.clone(), client.clone(), clock.clone());
+                        Arc::new(TokenCache::new(name, source, spec.timing, clock.clone(), metrics.clone()))
+                    });
+                    Some(Credential::Temporary(cache))
+                }
                 Auth::Token(spec) => {
-                    let kept = previous.and_then(|p| p.by_profile.get(name)).and_then(|(old, c)| match c {
-                        Credential::Token(cache) if **old == **profile => Some(cache.clone()),
+                    let kept = kept.and_then(|(_, c)| match c {
+                        Credential::Token(cache) => Some(cache.clone()),
                         _ => None,
                     });
                     let via = match &spec.method {
@@ -70,15 +95,19 @@ impl Credentials {
                         crate::config::TokenMethod::Password { .. } => None,
                     };
                     let cache = kept.unwrap_or_else(|| {
-                        Arc::new(TokenCache::new(
-                            name,
-                            &profile.project_id,
-                            spec.clone(),
+                        let source = iam::Iam {
+                            project_id: profile.project_id.clone(),
+                            spec: spec.clone(),
                             via,
-                            client.clone(),
-                            clock.clone(),
-                            metrics.clone(),
-                        ))
+                            client: client.clone(),
+                            clock: clock.clone(),
+                        };
+                        let timing = Timing {
+                            refresh_before: spec.refresh_before,
+                            fetch_timeout: spec.iam_timeout,
+                            wait: spec.token_wait,
+                        };
+                        Arc::new(TokenCache::new(name, source, timing, clock.clone(), metrics.clone()))
                     });
                     Some(Credential::Token(cache))
                 }
@@ -87,7 +116,8 @@ impl Credentials {
                 by_profile.insert(name.clone(), (profile.clone(), credential));
             }
         }
-        Credentials { by_profile, clock }
+        let jwks = config.callers.jwt.clone().map(|v| (v, client.clone()));
+        Credentials { by_profile, clock, jwks }
     }
 
     fn credential(&self, profile: &Profile) -> Result<&Credential, GatewayError> {
@@ -108,9 +138,11 @@ impl Credentials {
                 }
                 Ok(Authorization::Key(key))
             }
-            Credential::Token(cache) => cache.get().await.map(Authorization::Token).map_err(|u| {
-                GatewayError::CredentialsUnavailable { retry_after_secs: retry_after_secs(u.retry_after) }
-            }),
+            Credential::Token(cache) => cache.get().await.map(Authorization::Token).map_err(unavailable),
+            // Never a doomed upstream call: the cache hands out only keys valid now.
+            Credential::Temporary(cache) => {
+                cache.get().await.map(|k| Authorization::Key(k.value.clone())).map_err(unavailable)
+            }
         }
     }
 
@@ -127,6 +159,7 @@ impl Credentials {
         let now = self.clock.now();
         let state = |credential: &Credential| match credential {
             Credential::Token(cache) => cache.readiness(),
+            Credential::Temporary(cache) => cache.readiness(),
             Credential::Keys(source) if source.current().expires_at.is_some_and(|at| at <= now) => {
                 Err("temporary keys expired and no new ones arrived".to_owned())
             }
@@ -137,6 +170,7 @@ impl Credentials {
 
     /// Re-reads key files and refreshes tokens that are due. Run every few seconds and on SIGHUP.
     pub async fn maintain(&self) {
+        self.refresh_jwks().await;
         for (name, (_, credential)) in &self.by_profile {
             match credential {
                 Credential::Keys(source) => match source.refresh() {
@@ -147,7 +181,54 @@ impl Credentials {
                     }
                 },
                 Credential::Token(cache) => cache.refresh_if_due().await,
+                Credential::Temporary(cache) => cache.refresh_if_due().await,
             }
         }
+    }
+}
+
+fn unavailable(u: token::Unavailable) -> GatewayError {
+    GatewayError::CredentialsUnavailable { retry_after_secs: retry_after_secs(u.retry_after) }
+}
+
+/// The client for node-local endpoints (metadata, pod identity), which are plain http by design:
+/// the upstream's own settings with http allowed. The upstream client when there are none, or
+/// when the client cannot be built (the fetches then fail and say so).
+fn node_local_client(config: &Config, client: &Upstream) -> Upstream {
+    let needed = config.profiles.values().any(|p| matches!(&p.auth, Auth::Platform(s) if s.source.node_local()));
+    if !needed || config.upstream.allow_http {
+        return client.clone();
+    }
+    let settings = crate::config::Upstream { allow_http: true, ..config.upstream.clone() };
+    Upstream::new(&settings).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot build the client for the metadata and pod identity endpoints");
+        client.clone()
+    })
+}
+
+impl Credentials {
+    /// Fetches the callers' JWKS URL when it is due, or when a token named a key id not in it.
+    async fn refresh_jwks(&self) {
+        let Some((verifier, client)) = &self.jwks else { return };
+        let Some(uri) = verifier.url_due(self.clock.now()) else { return };
+        let fetch = async {
+            let req = http::Request::get(uri.clone())
+                .header(http::header::ACCEPT, "application/json")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .map_err(|e| e.to_string())?;
+            let rsp = client.request(req).await.map_err(|e| format!("the JWKS URL could not be reached: {e}"))?;
+            if !rsp.status().is_success() {
+                return Err(format!("the JWKS URL answered {}", rsp.status().as_u16()));
+            }
+            let body = http_body_util::Limited::new(rsp.into_body(), 256 * 1024);
+            http_body_util::BodyExt::collect(body)
+                .await
+                .map(|b| b.to_bytes())
+                .map_err(|e| format!("the JWKS is unreadable: {e}"))
+        };
+        let result = tokio::time::timeout(JWKS_TIMEOUT, fetch)
+            .await
+            .unwrap_or_else(|_| Err(format!("the JWKS URL did not answer within {} s", JWKS_TIMEOUT.as_secs())));
+        verifier.fetched(result, self.clock.now());
     }
 }

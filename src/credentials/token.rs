@@ -1,5 +1,7 @@
-//! IAM tokens (`X-Auth-Token`): one per profile, fetched from IAM (see [`super::iam`]), reused
-//! until close to expiry and refreshed ahead of it.
+//! Credentials that expire, one cache per profile: IAM tokens (`X-Auth-Token`, fetched by
+//! [`super::iam`]) and temporary AK/SK handed out by the platform ([`super::platform`]). Each is
+//! reused until close to expiry and refreshed ahead of it; what is fetched and from where is the
+//! [`Source`]'s business, when and how often is this cache's, the same for every kind.
 //!
 //! Exactly one fetch is in flight however many calls need a token. The fetch runs as a task of
 //! its own, so a call that stops waiting (after `token_wait`, or because its caller went away)
@@ -16,6 +18,7 @@
 //! live shorter than `refresh_before` (IAM may issue 15-minute tokens) do not turn every call
 //! and every maintenance tick into a fetch.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -23,13 +26,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 use super::iam::Iam;
-use super::keys::KeySource;
 use crate::clock::Clock;
-use crate::config::TokenSpec;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::signer::SdkDate;
-use crate::upstream::Upstream;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A token with less than this left when IAM hands it over could expire in the middle of the
@@ -38,13 +38,40 @@ pub const MIN_TOKEN_LIFE: Duration = Duration::from_secs(60);
 /// However short-lived the tokens, a profile is not refreshed more often than this.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
-/// A token and when it expires.
+/// A credential and when it expires.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Token {
-    pub value: Secret,
+pub struct Issued<T> {
+    pub value: T,
     pub expires_at: SystemTime,
     /// When the gateway fetched it.
     pub fetched_at: SystemTime,
+}
+
+/// An IAM token.
+pub type Token = Issued<Secret>;
+
+/// Where a cache's credentials come from: one fetch, errors saying what went wrong and never a
+/// secret. The cache bounds each fetch by [`Timing::fetch_timeout`].
+pub trait Source: Send + Sync + 'static {
+    type Item: Send + Sync + PartialEq + 'static;
+    /// What is fetched, for logs and readiness: "IAM token", "temporary keys".
+    const WHAT: &'static str;
+    /// The same in "returned ... at <time>": "a token that expires", "keys that expire".
+    const EXPIRING: &'static str;
+    /// Who is asked, for the timeout message: "IAM", "the metadata service".
+    fn peer(&self) -> &'static str;
+    fn fetch(&self) -> impl Future<Output = Result<Issued<Self::Item>, String>> + Send;
+}
+
+/// When to refresh and how long to wait, from the profile's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Refresh when less than this remains (at most half the lifetime; see [`TokenCache`]).
+    pub refresh_before: Duration,
+    /// The longest one fetch may take, answer body included.
+    pub fetch_timeout: Duration,
+    /// The longest a call with no valid credential waits for a fetch before it gets a 503.
+    pub wait: Duration,
 }
 
 /// Two refusals this close together, the second of a token this fresh, mean SparkRTC refuses
@@ -65,9 +92,8 @@ struct Flight {
     done: watch::Receiver<()>,
 }
 
-#[derive(Default)]
-struct State {
-    token: Option<Arc<Token>>,
+struct State<T> {
+    token: Option<Arc<Issued<T>>>,
     /// When SparkRTC last refused a token of ours.
     last_refusal: Option<SystemTime>,
     failures: u32,
@@ -76,35 +102,37 @@ struct State {
     flight: Option<Flight>,
 }
 
-pub struct TokenCache {
+impl<T> Default for State<T> {
+    fn default() -> Self {
+        State { token: None, last_refusal: None, failures: 0, next_attempt: None, last_error: None, flight: None }
+    }
+}
+
+pub struct TokenCache<S: Source = Iam> {
     profile: String,
-    iam: Iam,
+    source: S,
+    timing: Timing,
+    clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    state: Mutex<State>,
+    state: Mutex<State<S::Item>>,
     flights: AtomicU64,
     /// `refresh_before` was found to exceed half a token's lifetime, and the operator told.
     warned_lifetime: AtomicBool,
 }
 
-impl std::fmt::Debug for TokenCache {
+impl<S: Source> std::fmt::Debug for TokenCache<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenCache").field("profile", &self.profile).finish_non_exhaustive()
     }
 }
 
-impl TokenCache {
-    pub fn new(
-        profile: &str,
-        project_id: &str,
-        spec: TokenSpec,
-        via: Option<Arc<KeySource>>,
-        client: Upstream,
-        clock: Arc<dyn Clock>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+impl<S: Source> TokenCache<S> {
+    pub fn new(profile: &str, source: S, timing: Timing, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
         TokenCache {
             profile: profile.to_owned(),
-            iam: Iam { project_id: project_id.to_owned(), spec, via, client, clock },
+            source,
+            timing,
+            clock,
             metrics,
             state: Mutex::new(State::default()),
             flights: AtomicU64::new(0),
@@ -112,40 +140,36 @@ impl TokenCache {
         }
     }
 
-    fn spec(&self) -> &TokenSpec {
-        &self.iam.spec
-    }
-
     fn now(&self) -> SystemTime {
-        self.iam.clock.now()
+        self.clock.now()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<S::Item>> {
         // A panic while holding this lock cannot leave the state half-written: every update is a
         // single assignment. Recover the guard rather than poison every later call.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The current token if it is still valid.
-    fn valid(&self, now: SystemTime) -> Option<Arc<Token>> {
+    fn valid(&self, now: SystemTime) -> Option<Arc<Issued<S::Item>>> {
         self.lock().token.clone().filter(|t| t.expires_at > now)
     }
 
     /// When `token` should be replaced: `refresh_before` ahead of its expiry, but not before
     /// half its lifetime has passed, nor sooner than [`MIN_REFRESH_INTERVAL`] after its fetch.
-    fn refresh_at(&self, token: &Token) -> SystemTime {
+    fn refresh_at(&self, token: &Issued<S::Item>) -> SystemTime {
         let lifetime = token.expires_at.duration_since(token.fetched_at).unwrap_or_default();
-        let lead = self.spec().refresh_before.min(lifetime / 2);
+        let lead = self.timing.refresh_before.min(lifetime / 2);
         (token.expires_at - lead).max(token.fetched_at + MIN_REFRESH_INTERVAL)
     }
 
-    fn due(&self, token: &Token, now: SystemTime) -> bool {
+    fn due(&self, token: &Issued<S::Item>, now: SystemTime) -> bool {
         now >= self.refresh_at(token)
     }
 
     /// A token valid now. Once it is due it is still returned, and a refresh starts in the
     /// background. With no valid token, waits for the fetch at most `token_wait`.
-    pub async fn get(self: &Arc<Self>) -> Result<Arc<Token>, Unavailable> {
+    pub async fn get(self: &Arc<Self>) -> Result<Arc<Issued<S::Item>>, Unavailable> {
         let now = self.now();
         if let Some(token) = self.valid(now) {
             if self.due(&token, now) {
@@ -155,7 +179,7 @@ impl TokenCache {
         }
         let Some(mut flight) = self.start(now) else { return Err(self.unavailable(now)) };
         // Bounded: a stalled IAM must cost a caller `token_wait`, not the fetch's whole timeout.
-        let _ = tokio::time::timeout(self.spec().token_wait, flight.done.changed()).await;
+        let _ = tokio::time::timeout(self.timing.wait, flight.done.changed()).await;
         let now = self.now();
         self.valid(now).ok_or_else(|| self.unavailable(now))
     }
@@ -168,7 +192,7 @@ impl TokenCache {
             return;
         }
         if let Some(mut flight) = self.start(now) {
-            // The fetch ends within `iam_timeout`.
+            // The fetch ends within `fetch_timeout`.
             let _ = flight.done.changed().await;
         }
     }
@@ -188,10 +212,20 @@ impl TokenCache {
         drop(state);
         let landing = Landing { cache: self.clone(), id: flight.id, _done: done };
         tokio::spawn(async move {
-            let result = landing.cache.iam.token().await;
+            let result = landing.cache.fetch().await;
             landing.cache.settle(result);
         });
         Some(flight)
+    }
+
+    /// One fetch within `fetch_timeout`: a stalled source must not hold the fetch (and the
+    /// calls waiting on it) for longer.
+    async fn fetch(&self) -> Result<Issued<S::Item>, String> {
+        let within = self.timing.fetch_timeout;
+        match tokio::time::timeout(within, self.source.fetch()).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("{} did not answer within {} ms", self.source.peer(), within.as_millis())),
+        }
     }
 
     /// Why there is no token for a call now, and when to try again: at once (`Retry-After: 1`)
@@ -205,12 +239,14 @@ impl TokenCache {
 
     /// Records a fetch's outcome. Time is read here, at the end of the attempt, so the backoff
     /// after a failure starts when the failure is known, however long the attempt took.
-    fn settle(&self, result: Result<Token, String>) {
+    fn settle(&self, result: Result<Issued<S::Item>, String>) {
         let now = self.now();
         let result = result.and_then(|token| match token.expires_at.duration_since(now) {
             Ok(left) if left >= MIN_TOKEN_LIFE => Ok(token),
             _ => Err(format!(
-                "IAM returned a token that expires at {}, less than {} s from now by this host's clock (check the clock if this repeats)",
+                "{} returned {} at {}, less than {} s from now by this host's clock (check the clock if this repeats)",
+                self.source.peer(),
+                S::EXPIRING,
                 SdkDate::from_system_time(token.expires_at),
                 MIN_TOKEN_LIFE.as_secs()
             )),
@@ -225,7 +261,7 @@ impl TokenCache {
                 *state = State { token: Some(token.clone()), last_refusal, ..State::default() };
                 drop(state);
                 counters.token_refreshes.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(profile = %self.profile, expires_at = %SdkDate::from_system_time(token.expires_at), refresh_at = %SdkDate::from_system_time(self.refresh_at(&token)), "IAM token fetched");
+                tracing::info!(profile = %self.profile, expires_at = %SdkDate::from_system_time(token.expires_at), refresh_at = %SdkDate::from_system_time(self.refresh_at(&token)), "{} fetched", S::WHAT);
             }
             Err(error) => {
                 let mut state = self.lock();
@@ -236,20 +272,21 @@ impl TokenCache {
                 state.last_error = Some(error.clone());
                 drop(state);
                 counters.token_refresh_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(profile = %self.profile, error = %error, retry_in_s = backoff.as_secs(), "IAM token fetch failed");
+                tracing::warn!(profile = %self.profile, error = %error, retry_in_s = backoff.as_secs(), "{} fetch failed", S::WHAT);
             }
         }
     }
 
     /// Tells the operator, once, that `refresh_before` cannot be honoured for these tokens.
-    fn warn_if_short_lived(&self, token: &Token) {
+    fn warn_if_short_lived(&self, token: &Issued<S::Item>) {
         let lifetime = token.expires_at.duration_since(token.fetched_at).unwrap_or_default();
-        if self.spec().refresh_before > lifetime / 2 && !self.warned_lifetime.swap(true, Ordering::Relaxed) {
+        if self.timing.refresh_before > lifetime / 2 && !self.warned_lifetime.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 profile = %self.profile,
-                refresh_before_s = self.spec().refresh_before.as_secs(),
+                refresh_before_s = self.timing.refresh_before.as_secs(),
                 token_lifetime_s = lifetime.as_secs(),
-                "refresh_before is more than half the IAM token's lifetime; refreshing tokens when half their lifetime remains instead (lower refresh_before to silence this)"
+                "refresh_before is more than half the {}'s lifetime; refreshing when half their lifetime remains instead (lower refresh_before to silence this)",
+                S::WHAT
             );
         }
     }
@@ -258,7 +295,7 @@ impl TokenCache {
     /// But when the replacement for a refused token is refused too, soon after, the refusal
     /// counts as a failure and backs off: a SparkRTC that refuses every token (wrong project,
     /// missing permission) must not turn each call into an IAM fetch.
-    pub fn invalidate(&self, token: &Token) {
+    pub fn invalidate(&self, token: &Issued<S::Item>) {
         let now = self.now();
         let mut state = self.lock();
         if state.token.as_deref() != Some(token) {
@@ -283,7 +320,7 @@ impl TokenCache {
         let state = self.lock();
         let valid = state.token.as_ref().is_some_and(|t| t.expires_at > now);
         match (&state.last_error, valid) {
-            (Some(error), false) => Err(format!("no valid IAM token: {error}")),
+            (Some(error), false) => Err(format!("no valid {}: {error}", S::WHAT)),
             _ => Ok(()),
         }
     }
@@ -292,13 +329,13 @@ impl TokenCache {
 /// Owned by the fetch task. Dropping it, when the fetch has settled or when the task is dropped
 /// unfinished, clears the flight and closes its channel, so no caller waits on a fetch that no
 /// longer runs.
-struct Landing {
-    cache: Arc<TokenCache>,
+struct Landing<S: Source> {
+    cache: Arc<TokenCache<S>>,
     id: u64,
     _done: watch::Sender<()>,
 }
 
-impl Drop for Landing {
+impl<S: Source> Drop for Landing<S> {
     fn drop(&mut self) {
         let mut state = self.cache.lock();
         if state.flight.as_ref().is_some_and(|f| f.id == self.id) {

@@ -1,8 +1,12 @@
 //! Who may call what: the second phase of the request path. It names the caller (client
-//! certificate, then a per-caller key, then the address) and checks the app's allowlist.
-//! Default deny: a call goes on only when a rule allows it.
+//! certificate by DNS name or SPIFFE id, then a bearer JWT, then a per-caller key, then the
+//! address) and checks the app's allowlist. Default deny: a call goes on only when a rule allows
+//! it. A token or key that was sent but does not check out is refused, never downgraded to the
+//! address: a caller that meant to prove who it is must not be served as someone weaker.
 
 mod cidr;
+mod jwt;
+mod san;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -13,6 +17,8 @@ use http::{HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
 
 pub use cidr::Cidr;
+pub use jwt::{asymmetric, JwksSource, JwtSpec, JwtVerifier, TokenRefusal};
+pub use san::spiffe_ids;
 
 use crate::catalog::{Catalog, Operation};
 
@@ -90,8 +96,11 @@ pub struct CallerSpec {
     pub addresses: Vec<Cidr>,
     /// SHA-256 of the caller's key; the key itself is never stored.
     pub key_sha256: Option<[u8; 32]>,
-    /// DNS names in the subject alternative names of the caller's client certificate.
+    /// DNS names, or SPIFFE ids (`spiffe://trust-domain/path`, URI names), in the subject
+    /// alternative names of the caller's client certificate.
     pub cert_names: Vec<String>,
+    /// Values of the JWT claim that name this caller (`system:serviceaccount:NS:NAME`).
+    pub jwt_subjects: Vec<String>,
 }
 
 /// How callers are recognised.
@@ -101,12 +110,15 @@ pub struct Callers {
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<Cidr>,
     pub named: Vec<CallerSpec>,
+    /// Bearer JWTs are verified (`[policy.jwt]`).
+    pub jwt: Option<Arc<JwtVerifier>>,
 }
 
 /// How the caller was recognised, strongest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
     Certificate,
+    Token,
     Key,
     Address,
     Unidentified,
@@ -136,6 +148,10 @@ pub enum IdentifyError {
     /// A key was sent that belongs to no caller: refused rather than silently downgraded to the
     /// address, so a typo or a revoked key shows up at once.
     UnknownKey,
+    /// A bearer token was sent and does not verify.
+    InvalidToken(TokenRefusal),
+    /// A valid token whose claim names no configured caller.
+    UnknownSubject,
 }
 
 impl Callers {
@@ -145,9 +161,27 @@ impl Callers {
         headers: &HeaderMap,
         cert_names: &[String],
     ) -> Result<Identity, IdentifyError> {
+        self.identify_at(peer, headers, cert_names, std::time::SystemTime::now())
+    }
+
+    /// [`Callers::identify`] with the time tokens are checked against.
+    pub fn identify_at(
+        &self,
+        peer: IpAddr,
+        headers: &HeaderMap,
+        cert_names: &[String],
+        now: std::time::SystemTime,
+    ) -> Result<Identity, IdentifyError> {
         let address = self.client_address(peer.to_canonical(), headers);
         if let Some(c) = self.named.iter().find(|c| c.cert_names.iter().any(|n| cert_names.contains(n))) {
             return Ok(Identity { name: Some(c.name.clone()), address, via: Via::Certificate });
+        }
+        if let Some((jwt, token)) = self.jwt.as_ref().zip(bearer(headers)) {
+            let subject = jwt.verify(token, now).map_err(IdentifyError::InvalidToken)?;
+            let caller = self.named.iter().find(|c| c.jwt_subjects.contains(&subject));
+            return caller
+                .map(|c| Identity { name: Some(c.name.clone()), address, via: Via::Token })
+                .ok_or(IdentifyError::UnknownSubject);
         }
         if let Some(key) = headers.get(&self.key_header) {
             let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
@@ -191,6 +225,14 @@ impl Callers {
         }
         hop
     }
+}
+
+/// The token of `Authorization: Bearer <token>` (the scheme is case-insensitive, RFC 9110
+/// section 11.1).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
@@ -265,14 +307,17 @@ mod tests {
                     addresses: vec![],
                     key_sha256: Some(key),
                     cert_names: vec!["billing.internal".into()],
+                    jwt_subjects: vec![],
                 },
                 CallerSpec {
                     name: "ops".into(),
                     addresses: vec!["10.1.0.0/16".parse().unwrap_or_else(|()| panic!())],
                     key_sha256: None,
-                    cert_names: vec![],
+                    cert_names: vec!["spiffe://example.org/ns/ops/sa/tool".into()],
+                    jwt_subjects: vec![],
                 },
             ],
+            jwt: None,
         }
     }
 
@@ -287,6 +332,8 @@ mod tests {
         assert_eq!(by_cert.map(|i| (i.name, i.via)), Ok((Some("billing".into()), Via::Certificate)));
         let by_key = c.identify(ip("10.1.2.3"), &headers(&[("x-gateway-key", "billing-key")]), &[]);
         assert_eq!(by_key.map(|i| (i.name, i.via)), Ok((Some("billing".into()), Via::Key)));
+        let by_spiffe = c.identify(ip("192.0.2.1"), &headers(&[]), &["spiffe://example.org/ns/ops/sa/tool".to_owned()]);
+        assert_eq!(by_spiffe.map(|i| (i.name, i.via)), Ok((Some("ops".into()), Via::Certificate)));
         let by_addr = c.identify(ip("10.1.2.3"), &headers(&[]), &[]);
         assert_eq!(by_addr.map(|i| (i.name, i.via)), Ok((Some("ops".into()), Via::Address)));
         let nobody = c.identify(ip("192.0.2.1"), &headers(&[]), &[]);

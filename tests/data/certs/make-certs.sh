@@ -17,4 +17,7 @@ issue server "/CN=localhost" "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1
 extendedKeyUsage=serverAuth"
 issue client "/CN=test-client" "subjectAltName=DNS:test-client.internal
 extendedKeyUsage=clientAuth"
+# A workload identified by its SPIFFE id (URI SAN) only, as a mesh issues them.
+issue spiffe-client "/CN=spiffe-client" "subjectAltName=URI:spiffe://example.org/ns/billing/sa/api
+extendedKeyUsage=clientAuth"
 rm -f ca.srl
