@@ -218,8 +218,9 @@ impl Gateway {
         // 403: app not served, or a v1 path naming a foreign project.
         let app = served_app(config, &route)?;
         record.served();
-        // 403: a caller key that matches no caller.
-        let who = config.callers.identify(peer.addr.ip(), req.headers(), &peer.cert_names)?;
+        // 403: a caller key or bearer token that matches no caller, or a token that does not verify.
+        let now = self.inner.clock.now();
+        let who = config.callers.identify_at(peer.addr.ip(), req.headers(), &peer.cert_names, now)?;
         record.caller(&who);
         // 403: no rule allows it.
         self.authorize(app, &who, &route, record)?;
