@@ -307,3 +307,29 @@ fn dockerfile_is_multi_stage_non_root_and_pins_every_base_image_by_digest() {
     assert!(!user.starts_with("root") && !user.starts_with('0'), "runs as {user}");
     assert!(text.contains("COPY --from=build"), "only the binary goes to the final image");
 }
+
+/// Issue 13: no long-lived secret on either side in the examples.
+#[test]
+fn the_gateway_exchanges_its_projected_token_and_central_callers_send_theirs() {
+    for overlay in ["sidecar", "central"] {
+        let (docs, config) = gateway_of(overlay);
+        let profile = &config.profiles["main"];
+        assert!(
+            matches!(profile.auth, sparkrtc_gateway::config::Auth::Platform(_)),
+            "{overlay}: the gateway's own credentials come from its service account token"
+        );
+        let pod = pod_spec(find(&docs, "Deployment")[0]);
+        assert_eq!(pod["serviceAccountName"].as_str(), Some("sparkrtc-gateway"), "{overlay}");
+        let volumes = pod["volumes"].as_vec().unwrap();
+        let credentials = volumes.iter().find(|v| v["name"].as_str() == Some("credentials")).unwrap();
+        let token = &credentials["projected"]["sources"][0]["serviceAccountToken"];
+        assert_eq!(token["audience"].as_str(), Some("sparkrtc-huawei-iam"), "{overlay}: a token for IAM only");
+        assert_eq!(token["path"].as_str(), Some("token"), "{overlay}");
+        assert!(find(&docs, "Secret").is_empty(), "{overlay}: no key in the manifests");
+    }
+    let (_, central) = gateway_of("central");
+    assert!(central.callers.jwt.is_some(), "central callers are verified by their service account tokens");
+    let moderation = central.callers.named.iter().find(|c| &*c.name == "moderation").unwrap();
+    assert_eq!(moderation.jwt_subjects, ["system:serviceaccount:moderation:api"]);
+    assert!(moderation.key_sha256.is_none(), "no shared key for an in-cluster caller");
+}

@@ -61,8 +61,9 @@ pub fn all_containers(pod: &Yaml) -> Vec<&Yaml> {
 }
 
 /// The directories deploy/ files mount secrets and certificates from, stood in for by a temp dir.
-const SECRET_DIRS: [&str; 4] = [
+const SECRET_DIRS: [&str; 5] = [
     "/var/run/secrets/sparkrtc/",
+    "/var/run/secrets/jwks/",
     "/var/run/secrets/redis/",
     "/var/run/secrets/tls/",
     "/run/credentials/sparkrtc-gateway.service/",
@@ -77,9 +78,12 @@ pub fn check_embedded(origin: &str, toml: &str) -> Config {
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("sparkrtc-gw-deploy-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for name in ["access_key", "secret_key", "password", "ca.pem", "tls.crt", "tls.key"] {
+    for name in ["access_key", "secret_key", "password", "ca.pem", "tls.crt", "tls.key", "token"] {
         std::fs::write(dir.join(name), "placeholder").unwrap();
     }
+    // A JWKS is parsed at check time: a real (test-only) public key stands in for the cluster's.
+    let jwks = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/deploy-jwks.json");
+    std::fs::copy(jwks, dir.join("jwks.json")).unwrap();
     let toml = SECRET_DIRS.iter().fold(toml.to_owned(), |t, d| t.replace(d, &format!("{}/", dir.display())));
     Config::parse(&toml, origin, &dir, &|_| None).unwrap_or_else(|e| panic!("{e}"))
 }
