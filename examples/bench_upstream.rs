@@ -13,6 +13,13 @@
 //! requests it has served, and how many requests carried an `Authorization` header (so the harness
 //! can tell the gateway's calls were signed, and how many upstream connections a proxy opened).
 //! The bound address is printed on standard output, so `127.0.0.1:0` works.
+//!
+//! `--faults drop=0.01,stall=0.01,error=0.02` injects faults for the soak (`benches/soak.sh`):
+//! that share of requests is dropped (the connection closed without an answer), stalled for
+//! `--stall-secs` (default 5) before an answer nobody waits for, or answered `503` with
+//! `Retry-After`. Which requests is decided by a hash of their number, so a run is repeatable.
+//! `/__bench/stats` then also counts the calls forwarded to it (every request but the stats
+//! ones) and each kind of fault.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -39,6 +46,57 @@ struct Stats {
     connections: AtomicU64,
     requests: AtomicU64,
     signed: AtomicU64,
+    forwarded: AtomicU64,
+    dropped: AtomicU64,
+    stalled: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Faults to inject, in requests per million.
+#[derive(Clone, Copy, Default)]
+struct Faults {
+    drop: u64,
+    stall: u64,
+    error: u64,
+    stall_for: std::time::Duration,
+}
+
+#[derive(Debug)]
+enum Fault {
+    Drop,
+    Stall,
+    Error,
+}
+
+impl Faults {
+    fn parse(spec: &str) -> Result<Faults, BoxError> {
+        let mut faults = Faults { stall_for: std::time::Duration::from_secs(5), ..Faults::default() };
+        for part in spec.split(',').filter(|p| !p.is_empty()) {
+            let (kind, share) = part.split_once('=').ok_or_else(|| format!("{part:?}: write KIND=SHARE"))?;
+            let per_million = (share.parse::<f64>()? * 1e6).round() as u64;
+            match kind {
+                "drop" => faults.drop = per_million,
+                "stall" => faults.stall = per_million,
+                "error" => faults.error = per_million,
+                other => return Err(format!("unknown fault {other:?}; use drop, stall or error").into()),
+            }
+        }
+        Ok(faults)
+    }
+
+    /// The fault for request number `n`, from a hash of `n` (Fibonacci hashing).
+    fn pick(&self, n: u64) -> Option<Fault> {
+        let x = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 1_000_000;
+        if x < self.drop {
+            Some(Fault::Drop)
+        } else if x < self.drop + self.stall {
+            Some(Fault::Stall)
+        } else if x < self.drop + self.stall + self.error {
+            Some(Fault::Error)
+        } else {
+            None
+        }
+    }
 }
 
 struct Args {
@@ -46,6 +104,7 @@ struct Args {
     threads: usize,
     cert: PathBuf,
     key: PathBuf,
+    faults: Faults,
 }
 
 fn parse_args() -> Result<Args, BoxError> {
@@ -55,7 +114,9 @@ fn parse_args() -> Result<Args, BoxError> {
         threads: 1,
         cert: certs.join("server.pem"),
         key: certs.join("server.key"),
+        faults: Faults::default(),
     };
+    let mut stall_secs = None;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -64,11 +125,16 @@ fn parse_args() -> Result<Args, BoxError> {
             "--cert" => args.cert = value()?.into(),
             "--key" => args.key = value()?.into(),
             "--listen" => args.listen = value()?.parse()?,
+            "--faults" => args.faults = Faults::parse(&value()?)?,
+            "--stall-secs" => stall_secs = Some(value()?.parse::<u64>()?),
             "-h" | "--help" => {
-                return Err("usage: bench_upstream [ADDR] [--threads N] [--cert PEM --key PEM]".into());
+                return Err("usage: bench_upstream [ADDR] [--threads N] [--cert PEM --key PEM] [--faults drop=F,stall=F,error=F] [--stall-secs N]".into());
             }
             other => args.listen = other.parse().map_err(|e| format!("{other:?} is not an address: {e}"))?,
         }
+    }
+    if let Some(secs) = stall_secs {
+        args.faults.stall_for = std::time::Duration::from_secs(secs);
     }
     Ok(args)
 }
@@ -96,26 +162,56 @@ fn request_id(prefix: u64, n: u64) -> HeaderValue {
     HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"))
 }
 
-async fn handle(req: Request<Incoming>, stats: Arc<Stats>, prefix: u64) -> Result<Response<Full<Bytes>>, hyper::Error> {
+async fn handle(
+    req: Request<Incoming>,
+    stats: Arc<Stats>,
+    prefix: u64,
+    faults: Faults,
+) -> Result<Response<Full<Bytes>>, BoxError> {
     let n = stats.requests.fetch_add(1, Ordering::Relaxed);
     if req.headers().contains_key(http::header::AUTHORIZATION) {
         stats.signed.fetch_add(1, Ordering::Relaxed);
     }
     if req.uri().path() == "/__bench/stats" {
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let text = format!(
-            r#"{{"connections":{},"requests":{},"signed":{}}}"#,
-            stats.connections.load(Ordering::Relaxed),
+            r#"{{"connections":{},"requests":{},"signed":{},"forwarded":{},"dropped":{},"stalled":{},"errors":{}}}"#,
+            count(&stats.connections),
             n,
-            stats.signed.load(Ordering::Relaxed),
+            count(&stats.signed),
+            count(&stats.forwarded),
+            count(&stats.dropped),
+            count(&stats.stalled),
+            count(&stats.errors),
         );
         let mut resp = Response::new(Full::new(Bytes::from(text)));
         resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return Ok(resp);
     }
+    let forwarded = stats.forwarded.fetch_add(1, Ordering::Relaxed);
     // Read the body so the connection stays reusable.
     req.into_body().collect().await?;
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::ACCEPTED;
+    match faults.pick(forwarded) {
+        None => {}
+        Some(Fault::Drop) => {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            // An error from the service makes hyper close the connection without answering.
+            return Err("injected fault: connection dropped".into());
+        }
+        Some(Fault::Stall) => {
+            stats.stalled.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(faults.stall_for).await;
+        }
+        Some(Fault::Error) => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            *resp.body_mut() =
+                Full::new(Bytes::from_static(br#"{"error_code":"RTC.00002001","error_msg":"injected"}"#));
+        }
+    }
     resp.headers_mut().insert("x-request-id", request_id(prefix, n));
     Ok(resp)
 }
@@ -142,10 +238,10 @@ async fn serve(args: Args) -> Result<(), BoxError> {
         };
         let _ = tcp.set_nodelay(true);
         stats.connections.fetch_add(1, Ordering::Relaxed);
-        let (acceptor, stats, http) = (acceptor.clone(), stats.clone(), http.clone());
+        let (acceptor, stats, http, faults) = (acceptor.clone(), stats.clone(), http.clone(), args.faults);
         tokio::spawn(async move {
             let Ok(tls) = acceptor.accept(tcp).await else { return };
-            let service = service_fn(move |req| handle(req, stats.clone(), prefix));
+            let service = service_fn(move |req| handle(req, stats.clone(), prefix, faults));
             let _ = http.serve_connection(TokioIo::new(tls), service).await;
         });
     }
