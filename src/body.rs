@@ -12,7 +12,8 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{sleep, Sleep};
 
-use crate::error::BoxError;
+use crate::cause::BoxError;
+use crate::upstream::{Error as UpstreamError, Phase};
 
 pub enum Body {
     Full(Option<Bytes>),
@@ -37,17 +38,6 @@ impl Body {
     }
 }
 
-#[derive(Debug)]
-struct StalledBody(Duration);
-
-impl std::fmt::Display for StalledBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the upstream body sent nothing for {} ms", self.0.as_millis())
-    }
-}
-
-impl std::error::Error for StalledBody {}
-
 impl http_body::Body for Body {
     type Data = Bytes;
     type Error = BoxError;
@@ -61,7 +51,9 @@ impl http_body::Body for Body {
                     Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
                 }
                 Poll::Pending => match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(StalledBody(*idle).into()))),
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(UpstreamError::Timeout { phase: Phase::Body, after: *idle }.into())))
+                    }
                     Poll::Pending => Poll::Pending,
                 },
             },

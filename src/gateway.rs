@@ -17,10 +17,11 @@ use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::catalog::{Catalog, Route};
+use crate::cause::BoxError;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{App, Config, Profile};
 use crate::credentials::{Authorization, Credentials};
-use crate::error::{BoxError, GatewayError};
+use crate::error::GatewayError;
 use crate::metrics::{Counters, Metrics};
 use crate::policy::{Decision, Identity};
 use crate::ratelimit::{Limits, Subject};
@@ -302,7 +303,7 @@ impl Gateway {
         tracing::warn!(profile = %profile.name, "SparkRTC refused the IAM token; fetching a new one and retrying once");
         state.credentials.invalidate(profile, token);
         let fresh = state.credentials.authorization(profile).await?;
-        state.upstream.send(self.upstream_request(&state.config, route, headers, profile, &fresh, body)?).await
+        Ok(state.upstream.send(self.upstream_request(&state.config, route, headers, profile, &fresh, body)?).await?)
     }
 
     /// Builds the upstream request from the signed parts only. AK/SK: signs the exact bytes that

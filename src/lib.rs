@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod body;
 pub mod catalog;
+pub mod cause;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -30,8 +31,8 @@ pub mod tls;
 pub mod upstream;
 pub mod validate;
 
+pub use cause::BoxError;
 pub use config::Config;
-pub use error::BoxError;
 pub use gateway::Gateway;
 pub use server::{start, Running};
 

@@ -18,7 +18,8 @@ use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::catalog::Operation;
-use crate::error::{BoxError, GatewayError};
+use crate::cause::BoxError;
+use crate::error::GatewayError;
 use crate::signer::{py_strip, HeaderList};
 
 /// Marks every response with the gateway's id for the call, whoever made it.

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
-use crate::error::BoxError;
+use crate::cause::BoxError;
 use crate::gateway::Gateway;
 use crate::listener::{self, ConnectionLimits, Connections};
 use crate::tls::{self, ReloadingCert};

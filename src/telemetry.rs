@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::body::Body;
 use crate::catalog::{Operation, Route};
+use crate::cause::Causes;
 use crate::config::{Log, LogFormat};
 use crate::error::{GatewayError, HEADER_GATEWAY_ERROR};
 use crate::metrics::Metrics;
@@ -106,7 +107,7 @@ impl CallRecord {
 
     pub fn failed(&self, err: &GatewayError) {
         if err.parts().0.is_server_error() {
-            tracing::warn!(request_id = %self.request_id, error = %err, cause = ?std::error::Error::source(err), "call failed");
+            tracing::warn!(request_id = %self.request_id, error = %err, cause = %Causes(err), "call failed");
         } else {
             tracing::debug!(request_id = %self.request_id, error = %err, "call refused");
         }

@@ -23,8 +23,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use crate::cause::{BoxError, ErrorChain};
 use crate::config;
-use crate::error::{BoxError, GatewayError};
 
 #[derive(Clone)]
 pub struct Upstream {
@@ -52,10 +52,11 @@ impl Upstream {
         self.response_timeout
     }
 
-    /// Sends one signed request; `Err` only when no response headers came back in time.
-    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, GatewayError> {
+    /// Sends one signed request; `Err` when it could not be sent or no response headers came
+    /// back within the response timeout.
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, Error> {
         match tokio::time::timeout(self.response_timeout, self.request(req)).await {
-            Err(_) => Err(GatewayError::UpstreamTimeout { after: self.response_timeout }),
+            Err(_) => Err(Error::Timeout { phase: Phase::Response, after: self.response_timeout }),
             Ok(result) => result,
         }
     }
@@ -67,11 +68,11 @@ impl Upstream {
     /// answer. GET and HEAD are then sent once more on a fresh connection: they are safe to
     /// repeat (RFC 9110 section 9.2.2 lets a client retry idempotent requests after a connection
     /// failure). Nothing else is: SparkRTC may have acted on a POST before the connection went.
-    pub async fn request(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, GatewayError> {
+    pub async fn request(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, Error> {
         let again = matches!(*req.method(), Method::GET | Method::HEAD).then(|| copy(&req));
         match (self.client.request(req).await, again) {
             (Err(e), Some(again)) if closed_before_answer(&e) => {
-                tracing::debug!(error = %e, "pooled upstream connection closed before an answer; sending the GET again");
+                tracing::debug!(error = %ErrorChain(&e), "pooled upstream connection closed before an answer; sending the GET again");
                 self.client.request(again).await.map_err(classify)
             }
             (result, _) => result.map_err(classify),
@@ -108,27 +109,72 @@ fn closed_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
     false
 }
 
-fn classify(e: hyper_util::client::legacy::Error) -> GatewayError {
+/// Sorts a client error by where it arose; the client's error is kept as the cause.
+fn classify(e: hyper_util::client::legacy::Error) -> Error {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = source {
-        if let Some(timeout) = err.downcast_ref::<ConnectTimeout>() {
-            return GatewayError::UpstreamTimeout { after: timeout.0 };
+        if let Some(Error::Timeout { phase, after }) = err.downcast_ref::<Error>() {
+            return Error::Timeout { phase: *phase, after: *after };
         }
         source = err.source();
     }
-    GatewayError::UpstreamUnreachable(Box::new(e))
-}
-
-#[derive(Debug)]
-struct ConnectTimeout(Duration);
-
-impl std::fmt::Display for ConnectTimeout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "connecting to the upstream took longer than {} ms", self.0.as_millis())
+    if e.is_connect() {
+        Error::Connect(e)
+    } else {
+        Error::Protocol(e)
     }
 }
 
-impl std::error::Error for ConnectTimeout {}
+/// Why the upstream (SparkRTC, or IAM and the other credential endpoints, which share this
+/// client) gave no answer. Each caller words it for its own peer: the request path as
+/// "SparkRTC could not be reached", the IAM client as "IAM could not be reached".
+#[derive(Debug)]
+pub enum Error {
+    /// A phase of the exchange took longer than its timeout.
+    Timeout { phase: Phase, after: Duration },
+    /// No connection: DNS, TCP or TLS failed, or the scheme is not allowed. The cause says which.
+    Connect(hyper_util::client::legacy::Error),
+    /// The connection broke or the far end did not speak HTTP.
+    Protocol(hyper_util::client::legacy::Error),
+}
+
+/// The part of an exchange a timeout cut short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// TCP and TLS together.
+    Connect,
+    /// From sending the request to the response headers.
+    Response,
+    /// A pause between two pieces of the response body.
+    Body,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Timeout { phase: Phase::Connect, after } => {
+                write!(f, "connecting took longer than {} ms", after.as_millis())
+            }
+            Error::Timeout { phase: Phase::Response, after } => {
+                write!(f, "no response headers within {} ms", after.as_millis())
+            }
+            Error::Timeout { phase: Phase::Body, after } => {
+                write!(f, "the response body sent nothing for {} ms", after.as_millis())
+            }
+            Error::Connect(_) => f.write_str("cannot connect"),
+            Error::Protocol(_) => f.write_str("the connection failed before a complete answer"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Timeout { .. } => None,
+            Error::Connect(e) | Error::Protocol(e) => Some(e),
+        }
+    }
+}
 
 /// TCP, then TLS, both inside one connect timeout. TLS is chosen by each request's own scheme
 /// (SparkRTC's and IAM's endpoints may differ), and plain http only where the config allows it.
@@ -168,7 +214,7 @@ impl tower_service::Service<Uri> for Connector {
             };
             match tokio::time::timeout(timeout, connect).await {
                 Ok(result) => result,
-                Err(_) => Err(ConnectTimeout(timeout).into()),
+                Err(_) => Err(Error::Timeout { phase: Phase::Connect, after: timeout }.into()),
             }
         })
     }

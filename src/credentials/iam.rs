@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full, Limited};
 
 use super::keys::{read_secret, KeySource};
 use super::token::{Source, Token};
+use crate::cause::ErrorChain;
 use crate::clock::Clock;
 use crate::config::{TokenMethod, TokenSpec};
 use crate::secret::Secret;
@@ -71,13 +72,14 @@ impl Iam {
             let value = HeaderValue::from_str(value).map_err(|_| format!("header {name} is not sendable"))?;
             req.headers_mut().insert(http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?, value);
         }
-        let rsp = self.client.request(req).await.map_err(|e| format!("IAM could not be reached: {e}"))?;
+        let rsp =
+            self.client.request(req).await.map_err(|e| format!("IAM could not be reached: {}", ErrorChain(&e)))?;
         let status = rsp.status();
         let subject = rsp.headers().get("x-subject-token").and_then(|v| v.to_str().ok()).map(Secret::new);
         let body = Limited::new(rsp.into_body(), MAX_IAM_BODY)
             .collect()
             .await
-            .map_err(|e| format!("IAM answer unreadable: {e}"))?
+            .map_err(|e| format!("IAM answer unreadable: {}", ErrorChain(&*e)))?
             .to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         if status != StatusCode::CREATED {

@@ -13,6 +13,7 @@ pub mod token;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::cause::ErrorChain;
 use crate::clock::Clock;
 use crate::config::{Auth, Config, Profile};
 use crate::error::GatewayError;
@@ -201,7 +202,7 @@ fn node_local_client(config: &Config, client: &Upstream) -> Upstream {
     }
     let settings = crate::config::Upstream { allow_http: true, ..config.upstream.clone() };
     Upstream::new(&settings).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "cannot build the client for the metadata and pod identity endpoints");
+        tracing::error!(error = %ErrorChain(&*e), "cannot build the client for the metadata and pod identity endpoints");
         client.clone()
     })
 }
@@ -216,7 +217,10 @@ impl Credentials {
                 .header(http::header::ACCEPT, "application/json")
                 .body(http_body_util::Full::new(bytes::Bytes::new()))
                 .map_err(|e| e.to_string())?;
-            let rsp = client.request(req).await.map_err(|e| format!("the JWKS URL could not be reached: {e}"))?;
+            let rsp = client
+                .request(req)
+                .await
+                .map_err(|e| format!("the JWKS URL could not be reached: {}", ErrorChain(&e)))?;
             if !rsp.status().is_success() {
                 return Err(format!("the JWKS URL answered {}", rsp.status().as_u16()));
             }
@@ -224,7 +228,7 @@ impl Credentials {
             http_body_util::BodyExt::collect(body)
                 .await
                 .map(|b| b.to_bytes())
-                .map_err(|e| format!("the JWKS is unreadable: {e}"))
+                .map_err(|e| format!("the JWKS is unreadable: {}", ErrorChain(&*e)))
         };
         let result = tokio::time::timeout(JWKS_TIMEOUT, fetch)
             .await

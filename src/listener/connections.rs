@@ -21,7 +21,7 @@ use http_body::{Frame, SizeHint};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::error::BoxError;
+use crate::cause::BoxError;
 
 /// How long a connection may stay open with nothing in flight, by default.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, Full, Limited};
 
 use super::keys::{read_secret, LoadedKey};
 use super::token::{Issued, Source, Timing};
+use crate::cause::ErrorChain;
 use crate::clock::Clock;
 use crate::secret::Secret;
 use crate::signer::{parse_rfc3339, Algorithm, SigningKey};
@@ -199,12 +200,12 @@ impl Answer {
 
 /// Sends `req` and reads the answer whole (the cache's fetch timeout bounds it all).
 async fn exchange(client: &Upstream, req: Request<Full<Bytes>>, to: &str) -> Result<Answer, String> {
-    let rsp = client.request(req).await.map_err(|e| format!("{to} could not be reached: {e}"))?;
+    let rsp = client.request(req).await.map_err(|e| format!("{to} could not be reached: {}", ErrorChain(&e)))?;
     let (parts, body) = rsp.into_parts();
     let body = Limited::new(body, MAX_ANSWER_BODY)
         .collect()
         .await
-        .map_err(|e| format!("{to}'s answer is unreadable: {e}"))?
+        .map_err(|e| format!("{to}'s answer is unreadable: {}", ErrorChain(&*e)))?
         .to_bytes();
     Ok(Answer { status: parts.status, headers: parts.headers, body })
 }
