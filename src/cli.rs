@@ -124,12 +124,12 @@ pub async fn serve(args: &Args) -> ExitCode {
     telemetry::init(&config.log);
     let started = match Gateway::new(config) {
         Ok(gateway) => crate::server::start(gateway, args.listen).await,
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
     let running = match started {
         Ok(r) => r,
         Err(e) => {
-            err(&format!("cannot start: {e}"));
+            err(&format!("cannot start: {}", crate::cause::ErrorChain(&*e)));
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
@@ -240,7 +240,7 @@ pub async fn sandbox(args: &Args) -> ExitCode {
         (Some(cert), Some(key)) => match crate::tls::server_config(cert, key) {
             Ok(tls) => Some(tls),
             Err(e) => {
-                err(&format!("cannot load the sandbox certificate: {e}"));
+                err(&format!("cannot load the sandbox certificate: {}", crate::cause::ErrorChain(&e)));
                 return ExitCode::from(EXIT_RUNTIME);
             }
         },

@@ -53,6 +53,42 @@ impl Peer {
     }
 }
 
+/// Why a gateway could not be built from a validated config, by the stage that failed. Only
+/// what validation cannot see fails here: a CA file that is a file but not PEM, a shared
+/// limiter that cannot be set up.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The upstream client's TLS configuration (`upstream.ca_file`).
+    UpstreamTls(crate::tls::Error),
+    /// The rate limiter (the Redis client for `limits.backend`).
+    Limiter(crate::ratelimit::BackendError),
+}
+
+impl BuildError {
+    /// The stage that failed, for logs and reload reports.
+    pub fn stage(&self) -> &'static str {
+        match self {
+            BuildError::UpstreamTls(_) => "build the upstream TLS configuration",
+            BuildError::Limiter(_) => "build the rate limiter",
+        }
+    }
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot {}", self.stage())
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::UpstreamTls(e) => Some(e),
+            BuildError::Limiter(e) => Some(e),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Gateway {
     inner: Arc<Inner>,
@@ -75,15 +111,15 @@ struct State {
 }
 
 impl Gateway {
-    pub fn new(config: Config) -> Result<Self, BoxError> {
+    pub fn new(config: Config) -> Result<Self, BuildError> {
         Gateway::with_clock(config, Arc::new(SystemClock))
     }
 
-    pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, BoxError> {
+    pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, BuildError> {
         let metrics = Arc::new(Metrics::default());
-        let upstream = Upstream::new(&config.upstream)?;
+        let upstream = Upstream::new(&config.upstream).map_err(BuildError::UpstreamTls)?;
         let credentials = Credentials::build(&config, &upstream, clock.clone(), metrics.clone(), None);
-        let limits = Limits::new(config.limit_plan(), &config.limits.backend)?;
+        let limits = Limits::new(config.limit_plan(), &config.limits.backend).map_err(BuildError::Limiter)?;
         let state = State { upstream, limits, credentials, config: Arc::new(config) };
         let inner = Inner {
             state: ArcSwap::from_pointee(state),
@@ -98,14 +134,14 @@ impl Gateway {
     /// Swaps in a new configuration for the calls that start after this. Limits whose key and
     /// spec are unchanged keep their state, and so do IAM tokens of unchanged profiles; the
     /// connection pool is kept unless the upstream changed.
-    pub fn reload(&self, config: Config) -> Result<(), BoxError> {
+    pub fn reload(&self, config: Config) -> Result<(), BuildError> {
         let old = self.inner.state.load();
         let upstream = if old.config.upstream == config.upstream {
             old.upstream.clone()
         } else {
-            Upstream::new(&config.upstream)?
+            Upstream::new(&config.upstream).map_err(BuildError::UpstreamTls)?
         };
-        let limits = old.limits.reloaded(config.limit_plan(), &config.limits.backend)?;
+        let limits = old.limits.reloaded(config.limit_plan(), &config.limits.backend).map_err(BuildError::Limiter)?;
         let (clock, metrics) = (self.inner.clock.clone(), self.inner.metrics.clone());
         let credentials = Credentials::build(&config, &upstream, clock, metrics, Some(&old.credentials));
         self.inner.state.store(Arc::new(State { config: Arc::new(config), limits, upstream, credentials }));
@@ -349,14 +385,8 @@ impl Gateway {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = route.operation.method.clone();
         *req.uri_mut() = uri;
+        *req.headers_mut() = headers.to_header_map().map_err(|e| GatewayError::Internal(Box::new(e)))?;
         let out = req.headers_mut();
-        for (name, value) in headers.iter() {
-            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| internal(e.into()))?;
-            let mut value = HeaderValue::from_str(value).map_err(|e| internal(e.into()))?;
-            // Keeps credentials out of hyper's own debug output.
-            value.set_sensitive(true);
-            out.insert(name, value);
-        }
         // Not signed, so the upstream ignores it for authentication; it only names us in its logs.
         out.insert(http::header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         Ok(req)

@@ -34,7 +34,7 @@ pub mod validate;
 pub use cause::BoxError;
 pub use config::Config;
 pub use gateway::Gateway;
-pub use server::{start, Running};
+pub use server::{start, ReloadError, Running};
 
 use http::{Request, Response};
 use hyper::body::Incoming;

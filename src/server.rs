@@ -16,8 +16,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
-use crate::cause::BoxError;
-use crate::gateway::Gateway;
+use crate::cause::{BoxError, ErrorChain};
+use crate::config::ConfigError;
+use crate::gateway::{BuildError, Gateway};
 use crate::listener::{self, ConnectionLimits, Connections};
 use crate::tls::{self, ReloadingCert};
 
@@ -66,18 +67,22 @@ impl Running {
         self.wait().await;
     }
 
-    /// Re-reads the config file and swaps it in for new calls. An invalid file changes nothing
-    /// and returns every problem. Listener settings (addresses, TLS, admin) need a restart.
-    pub fn reload(&self, path: &std::path::Path) -> Result<(), crate::config::ConfigError> {
+    /// Re-reads the config file and swaps it in for new calls. A file that cannot be read,
+    /// validated or built changes nothing, is counted in `config_reload_failures`, and returns
+    /// the stage that failed with every problem. Listener settings (addresses, TLS, admin) need
+    /// a restart.
+    pub fn reload(&self, path: &std::path::Path) -> Result<(), ReloadError> {
         self.reload_certificate();
-        let config = match crate::config::Config::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                self.gateway.counters().config_reload_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::error!("config reload refused; the running config stays:\n{e}");
-                return Err(e);
-            }
-        };
+        let result = self.try_reload(path);
+        if let Err(e) = &result {
+            self.gateway.counters().config_reload_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(stage = e.stage(), "config reload refused; the running config stays:\n{}", ErrorChain(e));
+        }
+        result
+    }
+
+    fn try_reload(&self, path: &std::path::Path) -> Result<(), ReloadError> {
+        let config = crate::config::Config::load(path).map_err(ReloadError::Config)?;
         let old = self.gateway.config();
         if old.listen != config.listen
             || old.unix_socket != config.unix_socket
@@ -86,13 +91,7 @@ impl Running {
         {
             tracing::warn!("listener settings changed in the config; they take effect at the next restart");
         }
-        if let Err(e) = self.gateway.reload(config) {
-            tracing::error!(error = %e, "config reload failed; the running config stays");
-            return Err(crate::config::ConfigError::Syntax {
-                origin: path.display().to_string(),
-                message: e.to_string(),
-            });
-        }
+        self.gateway.reload(config).map_err(ReloadError::Build)?;
         tracing::info!(config = %path.display(), "config reloaded");
         Ok(())
     }
@@ -105,11 +104,51 @@ impl Running {
     }
 }
 
+/// Why a reload changed nothing, by the stage that failed.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// Reading or validating the file (every problem at once, as at start).
+    Config(ConfigError),
+    /// Building what the valid config describes.
+    Build(BuildError),
+}
+
+impl ReloadError {
+    /// `"read"`, `"validate"`, or the build stage (`"build the upstream TLS configuration"`).
+    pub fn stage(&self) -> &'static str {
+        match self {
+            ReloadError::Config(ConfigError::Read { .. }) => "read",
+            ReloadError::Config(ConfigError::Syntax { .. } | ConfigError::Invalid { .. }) => "validate",
+            ReloadError::Build(e) => e.stage(),
+        }
+    }
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::Config(e) => e.fmt(f),
+            ReloadError::Build(_) => write!(f, "the config is valid but the reload failed at: {}", self.stage()),
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReloadError::Config(_) => None,
+            ReloadError::Build(e) => Some(e),
+        }
+    }
+}
+
 fn reload_cert(cert: &ReloadingCert) {
     match cert.reload_if_changed() {
         Ok(true) => tracing::info!("inbound TLS certificate reloaded"),
         Ok(false) => {}
-        Err(e) => tracing::error!(error = %e, "inbound TLS certificate not reloaded; still serving the previous one"),
+        Err(e) => {
+            tracing::error!(error = %ErrorChain(&e), "inbound TLS certificate not reloaded; still serving the previous one")
+        }
     }
 }
 

@@ -33,7 +33,8 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: &config::Upstream) -> Result<Self, BoxError> {
+    /// Fails only when the TLS configuration (the extra CA file) cannot be built.
+    pub fn new(config: &config::Upstream) -> Result<Self, crate::tls::Error> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);

@@ -12,6 +12,7 @@ use http::Uri;
 
 use super::reader::{Problems, Table};
 use super::{Auth, Profile, TokenMethod, TokenSpec, DEFAULT_V11_SERVICE};
+use crate::cause::ErrorChain;
 use crate::credentials::keys::{read_credentials, KeyFiles, LoadedKey};
 use crate::secret::Secret;
 use crate::signer::{Algorithm, SigningKey};
@@ -65,7 +66,10 @@ fn keys(t: &mut Table<'_>, base: &Path, env: Env<'_>, p: &mut Problems) -> Optio
             Err(e) => {
                 p.push(
                     t.key_path("credentials_file"),
-                    format!("{e}; it must hold {{\"access\", \"secret\", \"securitytoken\", \"expires_at\"}}"),
+                    format!(
+                        "{}; it must hold {{\"access\", \"secret\", \"securitytoken\", \"expires_at\"}}",
+                        ErrorChain(&e)
+                    ),
                 );
                 None
             }
@@ -195,7 +199,10 @@ pub(super) fn secret(
     match crate::credentials::keys::read_secret(&file) {
         Ok(value) => Some((value, Some(file))),
         Err(e) => {
-            p.push(t.key_path(&file_key), format!("{e}; check the path and that the gateway's user may read it"));
+            p.push(
+                t.key_path(&file_key),
+                format!("{}; check the path and that the gateway's user may read it", ErrorChain(&e)),
+            );
             None
         }
     }

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+use super::error::FileError;
 use crate::secret::Secret;
 use crate::signer::{parse_rfc3339, SigningKey};
 
@@ -38,30 +39,36 @@ pub struct LoadedKey {
     pub expires_at: Option<SystemTime>,
 }
 
+fn read(path: &Path) -> Result<String, FileError> {
+    std::fs::read_to_string(path).map_err(|source| FileError::Read { path: path.to_owned(), source })
+}
+
 /// Reads one secret file, trimmed. Errors name the file, never its content.
-pub fn read_secret(path: &Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn read_secret(path: &Path) -> Result<Secret, FileError> {
+    let text = read(path)?;
     let value = text.trim();
     if value.is_empty() {
-        return Err(format!("{} is empty", path.display()));
+        return Err(FileError::Empty { path: path.to_owned() });
     }
     Ok(Secret::new(value))
 }
 
 /// Reads a temporary-credentials JSON file: access key, secret key, security token, expiry.
-pub fn read_credentials(path: &Path) -> Result<(Secret, Secret, Secret, SystemTime), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|_| format!("{} is not JSON", path.display()))?;
+pub fn read_credentials(path: &Path) -> Result<(Secret, Secret, Secret, SystemTime), FileError> {
+    let text = read(path)?;
+    // The parser's message may quote the file: not kept.
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|_| FileError::NotJson { path: path.to_owned() })?;
     let c = json.get("credential").unwrap_or(&json);
-    let field = |name: &str| {
+    let field = |name: &'static str| {
         c.get(name)
             .and_then(|v| v.as_str())
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("{} has no \"{name}\"", path.display()))
+            .ok_or_else(|| FileError::Missing { path: path.to_owned(), field: name })
     };
     let expires = field("expires_at")?;
     let expires_at = parse_rfc3339(expires)
-        .ok_or_else(|| format!("{}: expires_at {expires:?} is not a UTC RFC 3339 time", path.display()))?;
+        .ok_or_else(|| FileError::BadExpiry { path: path.to_owned(), value: expires.to_owned() })?;
     Ok((Secret::new(field("access")?), Secret::new(field("secret")?), Secret::new(field("securitytoken")?), expires_at))
 }
 
@@ -82,7 +89,7 @@ impl KeySource {
     }
 
     /// Re-reads the key files. `Ok(true)` when the key changed; an error keeps the old key.
-    pub fn refresh(&self) -> Result<bool, String> {
+    pub fn refresh(&self) -> Result<bool, FileError> {
         if !self.files.any() {
             return Ok(false);
         }

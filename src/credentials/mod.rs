@@ -5,6 +5,7 @@
 //! and temporary keys from the platform ([`platform`]) are cached per profile
 //! ([`token::TokenCache`]) and survive config reloads that leave their profile unchanged.
 
+mod error;
 mod iam;
 pub mod keys;
 pub mod platform;
@@ -178,7 +179,7 @@ impl Credentials {
                     Ok(true) => tracing::info!(profile = %name, "AK/SK files changed; the next calls use the new keys"),
                     Ok(false) => {}
                     Err(e) => {
-                        tracing::error!(profile = %name, error = %e, "AK/SK files unusable; still signing with the previous keys")
+                        tracing::error!(profile = %name, error = %ErrorChain(&e), "AK/SK files unusable; still signing with the previous keys")
                     }
                 },
                 Credential::Token(cache) => cache.refresh_if_due().await,
@@ -202,7 +203,7 @@ fn node_local_client(config: &Config, client: &Upstream) -> Upstream {
     }
     let settings = crate::config::Upstream { allow_http: true, ..config.upstream.clone() };
     Upstream::new(&settings).unwrap_or_else(|e| {
-        tracing::error!(error = %ErrorChain(&*e), "cannot build the client for the metadata and pod identity endpoints");
+        tracing::error!(error = %ErrorChain(&e), "cannot build the client for the metadata and pod identity endpoints");
         client.clone()
     })
 }

@@ -25,7 +25,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
+use super::error::FetchError;
 use super::iam::Iam;
+use crate::cause::ErrorChain;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
@@ -60,7 +62,7 @@ pub trait Source: Send + Sync + 'static {
     const EXPIRING: &'static str;
     /// Who is asked, for the timeout message: "IAM", "the metadata service".
     fn peer(&self) -> &'static str;
-    fn fetch(&self) -> impl Future<Output = Result<Issued<Self::Item>, String>> + Send;
+    fn fetch(&self) -> impl Future<Output = Result<Issued<Self::Item>, FetchError>> + Send;
 }
 
 /// When to refresh and how long to wait, from the profile's config.
@@ -220,11 +222,11 @@ impl<S: Source> TokenCache<S> {
 
     /// One fetch within `fetch_timeout`: a stalled source must not hold the fetch (and the
     /// calls waiting on it) for longer.
-    async fn fetch(&self) -> Result<Issued<S::Item>, String> {
+    async fn fetch(&self) -> Result<Issued<S::Item>, FetchError> {
         let within = self.timing.fetch_timeout;
         match tokio::time::timeout(within, self.source.fetch()).await {
             Ok(result) => result,
-            Err(_) => Err(format!("{} did not answer within {} ms", self.source.peer(), within.as_millis())),
+            Err(_) => Err(FetchError::Timeout { peer: self.source.peer(), after: within }),
         }
     }
 
@@ -239,17 +241,16 @@ impl<S: Source> TokenCache<S> {
 
     /// Records a fetch's outcome. Time is read here, at the end of the attempt, so the backoff
     /// after a failure starts when the failure is known, however long the attempt took.
-    fn settle(&self, result: Result<Issued<S::Item>, String>) {
+    fn settle(&self, result: Result<Issued<S::Item>, FetchError>) {
         let now = self.now();
         let result = result.and_then(|token| match token.expires_at.duration_since(now) {
             Ok(left) if left >= MIN_TOKEN_LIFE => Ok(token),
-            _ => Err(format!(
-                "{} returned {} at {}, less than {} s from now by this host's clock (check the clock if this repeats)",
-                self.source.peer(),
-                S::EXPIRING,
-                SdkDate::from_system_time(token.expires_at),
-                MIN_TOKEN_LIFE.as_secs()
-            )),
+            _ => Err(FetchError::Expiring {
+                peer: self.source.peer(),
+                what: S::EXPIRING,
+                at: token.expires_at,
+                min_life: MIN_TOKEN_LIFE,
+            }),
         });
         let counters = &self.metrics.counters;
         match result {
@@ -264,6 +265,7 @@ impl<S: Source> TokenCache<S> {
                 tracing::info!(profile = %self.profile, expires_at = %SdkDate::from_system_time(token.expires_at), refresh_at = %SdkDate::from_system_time(self.refresh_at(&token)), "{} fetched", S::WHAT);
             }
             Err(error) => {
+                let error = ErrorChain(&error).to_string();
                 let mut state = self.lock();
                 state.flight = None;
                 state.failures = state.failures.saturating_add(1);
@@ -308,7 +310,7 @@ impl<S: Source> TokenCache<S> {
         if repeated {
             state.failures = state.failures.saturating_add(1);
             state.next_attempt = Some(now + backoff(state.failures));
-            state.last_error = Some("SparkRTC refused a token just fetched".to_owned());
+            state.last_error = Some(FetchError::RefusedBySparkRtc.to_string());
         } else {
             state.next_attempt = None;
         }

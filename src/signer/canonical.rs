@@ -133,7 +133,33 @@ impl HeaderList {
     pub(super) fn entries_mut(&mut self) -> &mut [(String, String)] {
         &mut self.entries
     }
+
+    /// The headers as sent: every value marked sensitive, which keeps signatures, tokens and
+    /// security tokens out of hyper's debug output. `Err` names a header HTTP cannot carry.
+    pub fn to_header_map(&self) -> Result<http::HeaderMap, UnsendableHeader> {
+        let mut map = http::HeaderMap::with_capacity(self.entries.len());
+        for (name, value) in &self.entries {
+            let unsendable = || UnsendableHeader(name.clone());
+            let header = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| unsendable())?;
+            let mut value = http::HeaderValue::from_str(value).map_err(|_| unsendable())?;
+            value.set_sensitive(true);
+            map.insert(header, value);
+        }
+        Ok(map)
+    }
 }
+
+/// A header name or value HTTP cannot carry; holds the name only (the value may be secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsendableHeader(pub String);
+
+impl std::fmt::Display for UnsendableHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "header {} cannot be sent", self.0)
+    }
+}
+
+impl std::error::Error for UnsendableHeader {}
 
 impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for HeaderList {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {

@@ -21,7 +21,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use sm3::Sm3;
 
-pub use canonical::{canonical_uri, py_strip, CanonicalQuery, CanonicalRequest, HeaderList};
+pub use canonical::{canonical_uri, py_strip, CanonicalQuery, CanonicalRequest, HeaderList, UnsendableHeader};
 pub use date::{parse_rfc3339, SdkDate};
 
 use crate::secret::Secret;
