@@ -7,8 +7,9 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::Body;
-use crate::gateway::{Gateway, Peer};
+use crate::gateway::Gateway;
 use crate::listener::Handler;
+use crate::listener::Peer;
 
 #[derive(Clone)]
 pub struct Admin {

@@ -4,7 +4,6 @@
 //! The configuration-derived state (config, limiters, upstream client) sits behind one atomic
 //! pointer: a reload swaps it whole, and each call keeps the state it started with.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -22,6 +21,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{App, Config, Profile};
 use crate::credentials::{Authorization, Credentials};
 use crate::error::GatewayError;
+pub use crate::listener::Peer;
 use crate::metrics::{Counters, Metrics};
 use crate::policy::{Decision, Identity};
 use crate::ratelimit::{Limits, Subject};
@@ -39,19 +39,6 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const SKEW_WARN_SECS: u64 = 180;
 
 const USER_AGENT: &str = concat!("sparkrtc-gateway/", env!("CARGO_PKG_VERSION"));
-
-/// Where a call came from: the TCP peer, and the names on its client certificate if any.
-#[derive(Clone, Debug)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    pub cert_names: Arc<[String]>,
-}
-
-impl Peer {
-    pub fn tcp(addr: SocketAddr) -> Self {
-        Peer { addr, cert_names: Arc::new([]) }
-    }
-}
 
 /// Why a gateway could not be built from a validated config, by the stage that failed. Only
 /// what validation cannot see fails here: a CA file that is a file but not PEM, a shared
@@ -118,7 +105,14 @@ impl Gateway {
     pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, BuildError> {
         let metrics = Arc::new(Metrics::default());
         let upstream = Upstream::new(&config.upstream).map_err(BuildError::UpstreamTls)?;
-        let credentials = Credentials::build(&config, &upstream, clock.clone(), metrics.clone(), None);
+        let credentials = Credentials::build(
+            &config.profiles,
+            config.callers.jwt.clone(),
+            &upstream,
+            clock.clone(),
+            metrics.clone(),
+            None,
+        );
         let limits = Limits::new(config.limit_plan(), &config.limits.backend).map_err(BuildError::Limiter)?;
         let state = State { upstream, limits, credentials, config: Arc::new(config) };
         let inner = Inner {
@@ -143,7 +137,14 @@ impl Gateway {
         };
         let limits = old.limits.reloaded(config.limit_plan(), &config.limits.backend).map_err(BuildError::Limiter)?;
         let (clock, metrics) = (self.inner.clock.clone(), self.inner.metrics.clone());
-        let credentials = Credentials::build(&config, &upstream, clock, metrics, Some(&old.credentials));
+        let credentials = Credentials::build(
+            &config.profiles,
+            config.callers.jwt.clone(),
+            &upstream,
+            clock,
+            metrics,
+            Some(&old.credentials),
+        );
         self.inner.state.store(Arc::new(State { config: Arc::new(config), limits, upstream, credentials }));
         self.inner.metrics.counters.config_reloads.fetch_add(1, Ordering::Relaxed);
         Ok(())

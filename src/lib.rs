@@ -40,7 +40,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 impl listener::Handler for Gateway {
-    async fn call(&self, req: Request<Incoming>, peer: gateway::Peer) -> Response<body::Body> {
+    async fn call(&self, req: Request<Incoming>, peer: listener::Peer) -> Response<body::Body> {
         self.handle(req, &peer).await
     }
 }

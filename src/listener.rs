@@ -25,7 +25,6 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::body::Body;
 use crate::error::GatewayError;
-use crate::gateway::Peer;
 
 mod connections;
 
@@ -45,6 +44,19 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// How long calls in flight may take to finish after the stop signal, by default.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
+/// Where a call came from: the TCP peer, and the names on its client certificate if any.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub cert_names: Arc<[String]>,
+}
+
+impl Peer {
+    pub fn tcp(addr: SocketAddr) -> Self {
+        Peer { addr, cert_names: Arc::new([]) }
+    }
+}
 
 /// Anything that answers requests: the gateway, the admin endpoints, the sandbox.
 pub trait Handler: Clone + Send + Sync + 'static {

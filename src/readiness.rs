@@ -9,7 +9,16 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::config::Readiness;
+/// `[admin] readiness`: when `/readyz` answers 200.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Readiness {
+    /// While at least one served app can be served: a central gateway keeps serving the apps
+    /// whose credentials work while one account's IAM is down.
+    #[default]
+    Any,
+    /// Only while every served app can be served: a sidecar for one app.
+    All,
+}
 
 /// One served app: its id (empty for account-level operations) and its profile's name.
 pub struct ServedApp<'a> {

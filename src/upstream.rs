@@ -5,12 +5,13 @@
 
 use std::future::Future;
 use std::io;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::Scheme;
+use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -24,17 +25,34 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::cause::{BoxError, ErrorChain};
-use crate::config;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+/// The upstream client's settings, from `[upstream]`.
+pub struct Settings {
+    pub scheme: Scheme,
+    /// Plain `http://` endpoints (SparkRTC's or IAM's) are allowed: local testing only.
+    pub allow_http: bool,
+    /// Sent and signed as `Host`; includes the port only when the endpoint names one.
+    pub authority: Authority,
+    pub connect_timeout: Duration,
+    /// From the request being sent until the response headers arrive, and the longest pause
+    /// between two pieces of the response body.
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    /// Extra PEM CA certificates trusted besides the bundled web PKI roots.
+    pub ca_file: Option<PathBuf>,
+}
 
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<Connector, Full<Bytes>>,
-    response_timeout: Duration,
+    settings: Settings,
 }
 
 impl Upstream {
     /// Fails only when the TLS configuration (the extra CA file) cannot be built.
-    pub fn new(config: &config::Upstream) -> Result<Self, crate::tls::Error> {
+    pub fn new(config: &Settings) -> Result<Self, crate::tls::Error> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -46,18 +64,29 @@ impl Upstream {
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
-        Ok(Upstream { client, response_timeout: config.response_timeout })
+        Ok(Upstream { client, settings: config.clone() })
     }
 
     pub fn response_timeout(&self) -> Duration {
-        self.response_timeout
+        self.settings.response_timeout
+    }
+
+    /// A client with these settings that also speaks plain http, for the node-local credential
+    /// endpoints (metadata, pod identity), which are http by design. This client itself when
+    /// it already does.
+    pub fn allowing_http(&self) -> Result<Upstream, crate::tls::Error> {
+        if self.settings.allow_http {
+            return Ok(self.clone());
+        }
+        Upstream::new(&Settings { allow_http: true, ..self.settings.clone() })
     }
 
     /// Sends one signed request; `Err` when it could not be sent or no response headers came
     /// back within the response timeout.
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, Error> {
-        match tokio::time::timeout(self.response_timeout, self.request(req)).await {
-            Err(_) => Err(Error::Timeout { phase: Phase::Response, after: self.response_timeout }),
+        let after = self.settings.response_timeout;
+        match tokio::time::timeout(after, self.request(req)).await {
+            Err(_) => Err(Error::Timeout { phase: Phase::Response, after }),
             Ok(result) => result,
         }
     }

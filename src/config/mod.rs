@@ -19,13 +19,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
-
-use crate::credentials::keys::{KeyFiles, LoadedKey};
 use crate::policy::{Access, Callers};
 use crate::ratelimit::{AppLimits, Backend, LimitPlan, LimitSpec};
-use crate::secret::Secret;
-use crate::signer::SigningKey;
+
+pub use crate::credentials::{Auth, Profile, TokenMethod, TokenSpec};
+pub use crate::readiness::Readiness;
+pub use crate::upstream::Settings as Upstream;
 
 pub use limits::{DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_TIMEOUT};
 pub use reader::Problem;
@@ -90,17 +89,6 @@ pub struct DefaultLimits {
     pub backend: Backend,
 }
 
-/// `[admin] readiness`: when `/readyz` answers 200.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Readiness {
-    /// While at least one served app can be served: a central gateway keeps serving the apps
-    /// whose credentials work while one account's IAM is down.
-    #[default]
-    Any,
-    /// Only while every served app can be served: a sidecar for one app.
-    All,
-}
-
 /// TLS on the proxy listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundTls {
@@ -110,23 +98,6 @@ pub struct InboundTls {
     pub client_ca_file: Option<PathBuf>,
     /// Refuse connections without a valid client certificate (only with `client_ca_file`).
     pub client_auth_required: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    pub scheme: Scheme,
-    /// Plain `http://` endpoints (SparkRTC's or IAM's) are allowed: local testing only.
-    pub allow_http: bool,
-    /// Sent and signed as `Host`; includes the port only when the endpoint names one.
-    pub authority: Authority,
-    pub connect_timeout: Duration,
-    /// From the request being sent until the response headers arrive, and the longest pause
-    /// between two pieces of the response body.
-    pub response_timeout: Duration,
-    pub pool_idle_timeout: Duration,
-    pub pool_max_idle_per_host: usize,
-    /// Extra PEM CA certificates trusted besides the bundled web PKI roots.
-    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,56 +111,6 @@ pub struct Log {
     pub format: LogFormat,
     /// A tracing filter such as `info` or `sparkrtc_gateway=debug`; `RUST_LOG` overrides it.
     pub level: String,
-}
-
-/// A set of Huawei Cloud credentials and the project they act in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Profile {
-    pub name: String,
-    pub project_id: String,
-    pub auth: Auth,
-}
-
-impl Profile {
-    /// The AK/SK as loaded from the config (files may have changed since; see `credentials`).
-    pub fn signing_key(&self) -> Option<&SigningKey> {
-        match &self.auth {
-            Auth::Keys { key, .. } => Some(&key.key),
-            Auth::Token(_) | Auth::Platform(_) => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Auth {
-    /// AK/SK signing. `files` names the files to re-read when they change.
-    Keys { key: LoadedKey, files: KeyFiles },
-    /// An IAM token in `X-Auth-Token`.
-    Token(TokenSpec),
-    /// Temporary AK/SK from the platform: metadata, pod identity or OIDC.
-    Platform(crate::credentials::platform::PlatformSpec),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenSpec {
-    /// IAM's endpoint, scheme and host (`https://iam.cn-north-4.myhuaweicloud.com`).
-    pub iam_endpoint: http::Uri,
-    pub method: TokenMethod,
-    /// Fetch a new token when less than this remains of the current one (at most half its
-    /// lifetime; see `credentials::token`).
-    pub refresh_before: Duration,
-    /// The longest one IAM token request may take, connection and answer body included.
-    pub iam_timeout: Duration,
-    /// The longest a call with no valid token waits for a fetch before it gets a 503.
-    pub token_wait: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenMethod {
-    /// An IAM user's password; a `password_file` is re-read at each fetch.
-    Password { domain: String, user: String, password: Secret, password_file: Option<PathBuf> },
-    /// Assume `agency` of account `domain`, the call signed with the keys of profile `via`.
-    Agency { domain: String, agency: String, via: String },
 }
 
 /// A served app (or the account-level operations): its credentials, allowlist and limits.

@@ -12,9 +12,9 @@ use http_body_util::{BodyExt, Full, Limited};
 
 use super::error::FetchError;
 use super::keys::{read_secret, KeySource};
+use super::spec::{TokenMethod, TokenSpec};
 use super::token::{Source, Token};
 use crate::clock::Clock;
-use crate::config::{TokenMethod, TokenSpec};
 use crate::secret::Secret;
 use crate::signer::{self, parse_rfc3339, CanonicalQuery, HeaderList, SdkDate, SignInput};
 use crate::upstream::Upstream;

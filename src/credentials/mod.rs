@@ -9,6 +9,7 @@ mod error;
 mod iam;
 pub mod keys;
 pub mod platform;
+mod spec;
 pub mod token;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,7 +17,6 @@ use std::sync::Arc;
 
 use crate::cause::ErrorChain;
 use crate::clock::Clock;
-use crate::config::{Auth, Config, Profile};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::policy::JwtVerifier;
@@ -24,6 +24,9 @@ use crate::upstream::Upstream;
 use keys::{KeySource, LoadedKey};
 use platform::Platform;
 use token::{retry_after_secs, Timing, Token, TokenCache};
+
+pub use error::{FetchError, FileError};
+pub use spec::{Auth, Profile, TokenMethod, TokenSpec};
 
 /// How long a call is told to wait when temporary keys have expired and no new ones arrived.
 const EXPIRED_KEYS_RETRY_SECS: u64 = 5;
@@ -54,24 +57,26 @@ pub struct Credentials {
 const JWKS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Credentials {
-    /// Builds every profile's credential. With `previous`, token caches of unchanged profiles
-    /// are kept, so a config reload neither drops nor refetches tokens.
+    /// Builds every profile's credential; `jwks` is the callers' JWKS verifier, refreshed here
+    /// when it comes from a URL. With `previous`, token caches of unchanged profiles are kept,
+    /// so a config reload neither drops nor refetches tokens.
     pub fn build(
-        config: &Config,
+        profiles: &BTreeMap<String, Arc<Profile>>,
+        jwks: Option<Arc<JwtVerifier>>,
         client: &Upstream,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         previous: Option<&Credentials>,
     ) -> Self {
         let mut keys: HashMap<&str, Arc<KeySource>> = HashMap::new();
-        for (name, profile) in &config.profiles {
+        for (name, profile) in profiles {
             if let Auth::Keys { key, files } = &profile.auth {
                 keys.insert(name, Arc::new(KeySource::new(key.clone(), files.clone())));
             }
         }
-        let node_local = node_local_client(config, client);
+        let node_local = node_local_client(profiles, client);
         let mut by_profile = HashMap::new();
-        for (name, profile) in &config.profiles {
+        for (name, profile) in profiles {
             let kept = previous.and_then(|p| p.by_profile.get(name)).filter(|(old, _)| **old == **profile);
             let credential = match &profile.auth {
                 Auth::Keys { .. } => keys.get(name.as_str()).cloned().map(Credential::Keys),
@@ -93,8 +98,8 @@ impl Credentials {
                         _ => None,
                     });
                     let via = match &spec.method {
-                        crate::config::TokenMethod::Agency { via, .. } => keys.get(via.as_str()).cloned(),
-                        crate::config::TokenMethod::Password { .. } => None,
+                        TokenMethod::Agency { via, .. } => keys.get(via.as_str()).cloned(),
+                        TokenMethod::Password { .. } => None,
                     };
                     let cache = kept.unwrap_or_else(|| {
                         let source = iam::Iam {
@@ -118,7 +123,7 @@ impl Credentials {
                 by_profile.insert(name.clone(), (profile.clone(), credential));
             }
         }
-        let jwks = config.callers.jwt.clone().map(|v| (v, client.clone()));
+        let jwks = jwks.map(|v| (v, client.clone()));
         Credentials { by_profile, clock, jwks }
     }
 
@@ -196,13 +201,12 @@ fn unavailable(u: token::Unavailable) -> GatewayError {
 /// The client for node-local endpoints (metadata, pod identity), which are plain http by design:
 /// the upstream's own settings with http allowed. The upstream client when there are none, or
 /// when the client cannot be built (the fetches then fail and say so).
-fn node_local_client(config: &Config, client: &Upstream) -> Upstream {
-    let needed = config.profiles.values().any(|p| matches!(&p.auth, Auth::Platform(s) if s.source.node_local()));
-    if !needed || config.upstream.allow_http {
+fn node_local_client(profiles: &BTreeMap<String, Arc<Profile>>, client: &Upstream) -> Upstream {
+    let needed = profiles.values().any(|p| matches!(&p.auth, Auth::Platform(s) if s.source.node_local()));
+    if !needed {
         return client.clone();
     }
-    let settings = crate::config::Upstream { allow_http: true, ..config.upstream.clone() };
-    Upstream::new(&settings).unwrap_or_else(|e| {
+    client.allowing_http().unwrap_or_else(|e| {
         tracing::error!(error = %ErrorChain(&e), "cannot build the client for the metadata and pod identity endpoints");
         client.clone()
     })
