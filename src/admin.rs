@@ -12,12 +12,12 @@ use crate::listener::Handler;
 use crate::listener::Peer;
 
 #[derive(Clone)]
-pub struct Admin {
+pub(crate) struct Admin {
     gateway: Gateway,
 }
 
 impl Admin {
-    pub fn new(gateway: Gateway) -> Self {
+    pub(crate) fn new(gateway: Gateway) -> Self {
         Admin { gateway }
     }
 }

@@ -11,10 +11,10 @@ use crate::{listener, telemetry, Gateway};
 
 pub const EXIT_RUNTIME: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_CONFIG: u8 = 64;
+pub(crate) const EXIT_CONFIG: u8 = 64;
 
 /// The environment variable naming the config file when `--config` is not given.
-pub const CONFIG_ENV: &str = "SPARKRTC_GATEWAY_CONFIG";
+pub(crate) const CONFIG_ENV: &str = "SPARKRTC_GATEWAY_CONFIG";
 
 pub const HELP: &str = "\
 sparkrtc-gateway: call Huawei Cloud SparkRTC without holding its credentials
@@ -86,7 +86,7 @@ fn load(args: &Args) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| report(&e))
 }
 
-pub fn report(e: &ConfigError) -> ExitCode {
+pub(crate) fn report(e: &ConfigError) -> ExitCode {
     err(&e.to_string());
     ExitCode::from(EXIT_CONFIG)
 }
@@ -264,7 +264,7 @@ pub async fn sandbox(args: &Args) -> ExitCode {
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C); SIGHUP is ignored here.
-pub async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     let mut signals = Signals::new();
     while let Signal::Reload = signals.next().await {}
 }

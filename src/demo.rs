@@ -18,9 +18,9 @@ use crate::config::Config;
 use crate::sandbox::Sandbox;
 use crate::{listener, telemetry, Gateway};
 
-pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
-pub const EXAMPLE_PATH: &str = "/v2/apps/demo-app/rooms/room-1/batch-remove-users";
-pub const EXAMPLE_BODY: &str = r#"{"user_ids": ["user001", "user002"]}"#;
+pub(crate) const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
+pub(crate) const EXAMPLE_PATH: &str = "/v2/apps/demo-app/rooms/room-1/batch-remove-users";
+pub(crate) const EXAMPLE_BODY: &str = r#"{"user_ids": ["user001", "user002"]}"#;
 
 pub async fn run(listen: Option<SocketAddr>) -> ExitCode {
     let mut config = match Config::parse(DEMO_CONFIG, "config/demo.toml (embedded)", Path::new("."), &|_| None) {

@@ -18,7 +18,7 @@ use crate::policy::{IdentifyError, TokenRefusal};
 use crate::ratelimit::{BackendError, Limited, Refusal};
 use crate::upstream;
 
-pub const HEADER_GATEWAY_ERROR: &str = "x-gateway-error";
+pub(crate) const HEADER_GATEWAY_ERROR: &str = "x-gateway-error";
 
 /// The shared limiter reconnects within about a second; callers retry after this.
 const LIMITER_RETRY_AFTER_SECS: u64 = 1;

@@ -146,7 +146,7 @@ impl Gateway {
             Some(&old.credentials),
         );
         self.inner.state.store(Arc::new(State { config: Arc::new(config), limits, upstream, credentials }));
-        self.inner.metrics.counters.config_reloads.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.counters.config_reloaded();
         Ok(())
     }
 
@@ -201,10 +201,6 @@ impl Gateway {
     pub async fn probe_limiter(&self) {
         let state = self.inner.state.load_full();
         state.limits.probe().await;
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
     }
 
     /// Refusals and shadow-mode decisions so far.
@@ -289,7 +285,7 @@ impl Gateway {
             Decision::Allowed => Ok(()),
             Decision::Refused(why) => Err(GatewayError::NotAllowed(why)),
             Decision::ShadowRefused(why) => {
-                self.inner.metrics.shadow_allowlist();
+                self.inner.metrics.counters.shadow_refused_by_allowlist();
                 record.shadow(&why);
                 Ok(())
             }
@@ -308,7 +304,7 @@ impl Gateway {
         self.inner.metrics.limiter(&checked.via);
         let shadowed = checked.verdict?;
         for limited in shadowed {
-            self.inner.metrics.shadow_rate_limit();
+            self.inner.metrics.counters.shadow_refused_by_rate_limit();
             record.shadow(&format!(
                 "{} limit {}/{}s would refuse",
                 limited.policy,
@@ -406,7 +402,7 @@ impl Gateway {
             Ok(ahead) => i64::try_from(ahead.as_secs()).unwrap_or(i64::MAX),
             Err(behind) => -i64::try_from(behind.duration().as_secs()).unwrap_or(i64::MAX),
         };
-        self.inner.metrics.clock_skew_secs.store(skew, Ordering::Relaxed);
+        self.inner.metrics.clock_skew(skew);
         let now_secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let last = self.inner.last_skew_warning.load(Ordering::Relaxed);
         if skew.unsigned_abs() > SKEW_WARN_SECS && now_secs >= last + 60 {

@@ -4,31 +4,31 @@
 //! operation ([`catalog`]), signs the call with the app's AK/SK ([`signer`]) and relays it to
 //! SparkRTC over TLS ([`upstream`], [`relay`]). [`gateway`] holds the request path.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod body;
 pub mod catalog;
 pub mod cause;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod credentials;
+pub(crate) mod credentials;
 pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod listener;
-pub mod metrics;
-pub mod policy;
+pub(crate) mod metrics;
+pub(crate) mod policy;
 pub mod ratelimit;
-pub mod readiness;
+pub(crate) mod readiness;
 pub mod relay;
-pub mod request_id;
+pub(crate) mod request_id;
 pub mod sandbox;
 pub mod secret;
-pub mod server;
+pub(crate) mod server;
 pub mod signer;
-pub mod telemetry;
+pub(crate) mod telemetry;
 pub mod tls;
-pub mod upstream;
+pub(crate) mod upstream;
 pub mod validate;
 
 pub use cause::BoxError;

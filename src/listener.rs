@@ -28,9 +28,7 @@ use crate::error::GatewayError;
 
 mod connections;
 
-pub use connections::{
-    CallGuard, Connection, ConnectionLimits, Connections, Tracked, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-};
+pub(crate) use connections::{Connection, ConnectionLimits, Connections, Tracked, DEFAULT_MAX_CONNECTIONS};
 
 /// Slow-loris guard: once a request head has started, it must be complete within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -86,7 +84,7 @@ impl Socket {
 }
 
 /// An accepted connection.
-pub enum Stream {
+pub(crate) enum Stream {
     Tcp(TcpStream),
     #[cfg(unix)]
     Unix(tokio::net::UnixStream),
@@ -138,7 +136,7 @@ pub async fn serve<H: Handler>(
 
 /// [`serve`], with the open connections counted and bounded by `connections` (which two
 /// sockets of one gateway may share).
-pub async fn serve_with<H: Handler>(
+pub(crate) async fn serve_with<H: Handler>(
     socket: impl Into<Socket>,
     tls: Option<Arc<rustls::ServerConfig>>,
     handler: H,

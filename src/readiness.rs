@@ -21,7 +21,7 @@ pub enum Readiness {
 }
 
 /// One served app: its id (empty for account-level operations) and its profile's name.
-pub struct ServedApp<'a> {
+pub(crate) struct ServedApp<'a> {
     pub id: &'a str,
     pub profile: &'a str,
     /// A limit on it refuses calls while the limiter backend is down.
@@ -35,13 +35,13 @@ pub struct Report {
     pub text: String,
 }
 
-pub fn draining() -> Report {
+pub(crate) fn draining() -> Report {
     Report { ready: false, text: "not ready: draining\n".to_owned() }
 }
 
 /// `profiles`: each profile's state (`Err` says why it is unusable). `backend_up`: `None` for
 /// the local limiter, else whether Redis answers.
-pub fn assess(
+pub(crate) fn assess(
     mode: Readiness,
     apps: &[ServedApp<'_>],
     profiles: &BTreeMap<&str, Result<(), String>>,

@@ -75,7 +75,7 @@ impl Running {
         self.reload_certificate();
         let result = self.try_reload(path);
         if let Err(e) = &result {
-            self.gateway.counters().config_reload_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.gateway.counters().config_reload_failed();
             tracing::error!(stage = e.stage(), "config reload refused; the running config stays:\n{}", ErrorChain(e));
         }
         result

@@ -19,7 +19,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Trusts the Mozilla roots bundled by `webpki-roots`, plus every certificate in `extra_ca`.
-pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, Error> {
+pub(crate) fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, Error> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_ca {
@@ -48,7 +48,7 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
 
 /// Inbound TLS for the proxy listener: the certificate (reloadable) and, when `client_ca` is
 /// given, client-certificate verification against it, required or optional.
-pub fn inbound_config(
+pub(crate) fn inbound_config(
     cert: Arc<ReloadingCert>,
     client_ca: Option<&Path>,
     client_auth_required: bool,
@@ -74,7 +74,7 @@ pub fn inbound_config(
 
 /// The DNS names and SPIFFE ids (subject alternative names) of the client certificate, if one
 /// was presented.
-pub fn peer_names(conn: &ServerConnection) -> Vec<String> {
+pub(crate) fn peer_names(conn: &ServerConnection) -> Vec<String> {
     let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) else { return Vec::new() };
     let mut names: Vec<String> = match webpki::EndEntityCert::try_from(cert) {
         Ok(end) => end.valid_dns_names().map(str::to_owned).collect(),
@@ -87,7 +87,7 @@ pub fn peer_names(conn: &ServerConnection) -> Vec<String> {
 /// A certificate and key that are re-read when their files change, so a rotated certificate
 /// (cert-manager, a Kubernetes secret mount) is served without a restart.
 #[derive(Debug)]
-pub struct ReloadingCert {
+pub(crate) struct ReloadingCert {
     cert_file: PathBuf,
     key_file: PathBuf,
     current: ArcSwap<CertifiedKey>,
@@ -95,7 +95,7 @@ pub struct ReloadingCert {
 }
 
 impl ReloadingCert {
-    pub fn load(cert_file: &Path, key_file: &Path) -> Result<Self, Error> {
+    pub(crate) fn load(cert_file: &Path, key_file: &Path) -> Result<Self, Error> {
         let key = certified_key(cert_file, key_file)?;
         Ok(ReloadingCert {
             cert_file: cert_file.to_owned(),
@@ -106,7 +106,7 @@ impl ReloadingCert {
     }
 
     /// Re-reads the files if either changed. A broken new pair is reported and the old one kept.
-    pub fn reload_if_changed(&self) -> Result<bool, Error> {
+    pub(crate) fn reload_if_changed(&self) -> Result<bool, Error> {
         let stamps = (modified(&self.cert_file), modified(&self.key_file));
         // The stamps are one assignment: a panic elsewhere cannot leave them half-written.
         let mut seen = self.modified.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -45,14 +45,14 @@ pub struct Settings {
 }
 
 #[derive(Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     client: Client<Connector, Full<Bytes>>,
     settings: Settings,
 }
 
 impl Upstream {
     /// Fails only when the TLS configuration (the extra CA file) cannot be built.
-    pub fn new(config: &Settings) -> Result<Self, crate::tls::Error> {
+    pub(crate) fn new(config: &Settings) -> Result<Self, crate::tls::Error> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -67,14 +67,14 @@ impl Upstream {
         Ok(Upstream { client, settings: config.clone() })
     }
 
-    pub fn response_timeout(&self) -> Duration {
+    pub(crate) fn response_timeout(&self) -> Duration {
         self.settings.response_timeout
     }
 
     /// A client with these settings that also speaks plain http, for the node-local credential
     /// endpoints (metadata, pod identity), which are http by design. This client itself when
     /// it already does.
-    pub fn allowing_http(&self) -> Result<Upstream, crate::tls::Error> {
+    pub(crate) fn allowing_http(&self) -> Result<Upstream, crate::tls::Error> {
         if self.settings.allow_http {
             return Ok(self.clone());
         }
@@ -83,7 +83,7 @@ impl Upstream {
 
     /// Sends one signed request; `Err` when it could not be sent or no response headers came
     /// back within the response timeout.
-    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, Error> {
+    pub(crate) async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, Error> {
         let after = self.settings.response_timeout;
         match tokio::time::timeout(after, self.request(req)).await {
             Err(_) => Err(Error::Timeout { phase: Phase::Response, after }),
@@ -98,7 +98,7 @@ impl Upstream {
     /// answer. GET and HEAD are then sent once more on a fresh connection: they are safe to
     /// repeat (RFC 9110 section 9.2.2 lets a client retry idempotent requests after a connection
     /// failure). Nothing else is: SparkRTC may have acted on a POST before the connection went.
-    pub async fn request(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, Error> {
+    pub(crate) async fn request(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, Error> {
         let again = matches!(*req.method(), Method::GET | Method::HEAD).then(|| copy(&req));
         match (self.client.request(req).await, again) {
             (Err(e), Some(again)) if closed_before_answer(&e) => {

@@ -129,7 +129,7 @@ async fn a_valid_reload_changes_the_next_call_and_an_invalid_one_changes_nothing
         other => panic!("expected the invalid config to be refused: {other:?}"),
     }
     assert_eq!(h.call("POST", &remove_users(), &json, USERS).await.status, 202, "the running config stayed");
-    assert_eq!(running.gateway.counters().config_reload_failures.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(running.gateway.counters().config_reload_failures(), 1);
 }
 
 #[tokio::test]
@@ -155,7 +155,7 @@ async fn a_reload_that_validates_but_cannot_be_built_names_its_stage_and_is_coun
     let chain = sparkrtc_gateway::cause::ErrorChain(&err).to_string();
     assert!(chain.contains(&format!("{}: no PEM certificate found", not_pem.display())), "{chain}");
     assert!(!chain.contains("not valid TOML"), "{chain}");
-    assert_eq!(running.gateway.counters().config_reload_failures.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(running.gateway.counters().config_reload_failures(), 1);
     assert_eq!(h.call("POST", &remove_users(), &json, USERS).await.status, 202, "the running config stayed");
 }
 

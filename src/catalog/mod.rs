@@ -63,7 +63,7 @@ pub struct Route {
 }
 
 impl Route {
-    pub fn param(&self, name: &str) -> Option<&str> {
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
 }
@@ -118,7 +118,7 @@ impl std::error::Error for RouteError {}
 pub struct Catalog;
 
 impl Catalog {
-    pub fn operations(&self) -> &'static [Operation] {
+    pub(crate) fn operations(&self) -> &'static [Operation] {
         &operations::OPERATIONS
     }
 

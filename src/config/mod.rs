@@ -26,24 +26,23 @@ pub use crate::credentials::{Auth, Profile, TokenMethod, TokenSpec};
 pub use crate::readiness::Readiness;
 pub use crate::upstream::Settings as Upstream;
 
-pub use limits::{DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_TIMEOUT};
-pub use reader::Problem;
+pub(crate) use reader::Problem;
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-pub const DEFAULT_ENDPOINT: &str = "https://rtc-api.myhuaweicloud.com";
-pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
-pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
-pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_ENDPOINT: &str = "https://rtc-api.myhuaweicloud.com";
+pub(crate) const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+pub(crate) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+pub(crate) const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Below the idle timeout of the load balancers in front of cloud APIs (60 s is common), so the
 /// gateway drops an idle connection before the far end does and a call rarely meets a
 /// connection closed under it.
-pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-pub const DEFAULT_POOL_MAX_IDLE: u64 = 64;
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-pub const DEFAULT_V11_SERVICE: &str = "CloudRTC";
+pub(crate) const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_POOL_MAX_IDLE: u64 = 64;
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_V11_SERVICE: &str = "CloudRTC";
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -17,13 +17,13 @@ use crate::credentials::platform::{
 use crate::credentials::token::Timing;
 
 /// The SDK refreshes temporary keys when less than 40 minutes remain.
-pub const DEFAULT_PLATFORM_REFRESH_BEFORE: Duration = Duration::from_secs(40 * 60);
+pub(super) const DEFAULT_PLATFORM_REFRESH_BEFORE: Duration = Duration::from_secs(40 * 60);
 /// The SDK's timeouts: 3 s for the metadata service, 5 s for the rest.
-pub const DEFAULT_METADATA_TIMEOUT: Duration = Duration::from_secs(3);
-pub const DEFAULT_PLATFORM_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const DEFAULT_METADATA_TIMEOUT: Duration = Duration::from_secs(3);
+pub(super) const DEFAULT_PLATFORM_TIMEOUT: Duration = Duration::from_secs(5);
 /// IAM security tokens: the SDK asks for 6 hours; STS sessions: 1 hour.
-pub const DEFAULT_IAM_KEYS_DURATION: Duration = Duration::from_secs(6 * 3_600);
-pub const DEFAULT_STS_DURATION: Duration = Duration::from_secs(3_600);
+pub(super) const DEFAULT_IAM_KEYS_DURATION: Duration = Duration::from_secs(6 * 3_600);
+pub(super) const DEFAULT_STS_DURATION: Duration = Duration::from_secs(3_600);
 
 pub(super) fn platform(
     kind: &str,

@@ -20,12 +20,12 @@ use crate::signer::{Algorithm, SigningKey};
 pub(super) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Tokens are valid for 24 hours; by default a new one is fetched when less than this remains.
-pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(3_600);
+pub(super) const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(3_600);
 /// IAM answers a token request in well under a second; one that takes longer than this is
 /// treated as down (and retried with backoff), whatever SparkRTC's own `response_timeout`.
-pub const DEFAULT_IAM_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const DEFAULT_IAM_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a call with no valid token waits for the fetch under way before it gets a 503.
-pub const DEFAULT_TOKEN_WAIT: Duration = Duration::from_secs(3);
+pub(super) const DEFAULT_TOKEN_WAIT: Duration = Duration::from_secs(3);
 
 pub(super) fn profile(
     name: &str,

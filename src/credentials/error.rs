@@ -13,7 +13,7 @@ use crate::upstream;
 
 /// A key, password or token file that cannot be used.
 #[derive(Debug)]
-pub enum FileError {
+pub(crate) enum FileError {
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -65,7 +65,7 @@ impl std::error::Error for FileError {
 /// One failed fetch of a token or of temporary keys. `peer` names who was asked: "IAM", "STS",
 /// "the metadata service", "the pod identity endpoint".
 #[derive(Debug)]
-pub enum FetchError {
+pub(crate) enum FetchError {
     /// No answer: the connect error or the timeout is the cause.
     Unreachable { peer: &'static str, source: upstream::Error },
     /// The answer's body broke off or was too large.

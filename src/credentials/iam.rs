@@ -25,7 +25,7 @@ const PEER: &str = "IAM";
 const MAX_IAM_BODY: usize = 1024 * 1024;
 
 /// What a token request needs: whose token, how to ask for it, and the way out.
-pub struct Iam {
+pub(crate) struct Iam {
     pub(super) project_id: String,
     pub(super) spec: TokenSpec,
     /// The AK/SK that signs an assume-role call.

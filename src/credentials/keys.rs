@@ -44,7 +44,7 @@ fn read(path: &Path) -> Result<String, FileError> {
 }
 
 /// Reads one secret file, trimmed. Errors name the file, never its content.
-pub fn read_secret(path: &Path) -> Result<Secret, FileError> {
+pub(crate) fn read_secret(path: &Path) -> Result<Secret, FileError> {
     let text = read(path)?;
     let value = text.trim();
     if value.is_empty() {
@@ -54,7 +54,7 @@ pub fn read_secret(path: &Path) -> Result<Secret, FileError> {
 }
 
 /// Reads a temporary-credentials JSON file: access key, secret key, security token, expiry.
-pub fn read_credentials(path: &Path) -> Result<(Secret, Secret, Secret, SystemTime), FileError> {
+pub(crate) fn read_credentials(path: &Path) -> Result<(Secret, Secret, Secret, SystemTime), FileError> {
     let text = read(path)?;
     // The parser's message may quote the file: not kept.
     let json: serde_json::Value =
@@ -74,22 +74,22 @@ pub fn read_credentials(path: &Path) -> Result<(Secret, Secret, Secret, SystemTi
 
 /// A profile's current AK/SK, swapped whole when its files change.
 #[derive(Debug)]
-pub struct KeySource {
+pub(crate) struct KeySource {
     current: ArcSwap<LoadedKey>,
     files: KeyFiles,
 }
 
 impl KeySource {
-    pub fn new(initial: LoadedKey, files: KeyFiles) -> Self {
+    pub(crate) fn new(initial: LoadedKey, files: KeyFiles) -> Self {
         KeySource { current: ArcSwap::from_pointee(initial), files }
     }
 
-    pub fn current(&self) -> Arc<LoadedKey> {
+    pub(crate) fn current(&self) -> Arc<LoadedKey> {
         self.current.load_full()
     }
 
     /// Re-reads the key files. `Ok(true)` when the key changed; an error keeps the old key.
-    pub fn refresh(&self) -> Result<bool, FileError> {
+    pub(crate) fn refresh(&self) -> Result<bool, FileError> {
         if !self.files.any() {
             return Ok(false);
         }

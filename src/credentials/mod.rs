@@ -7,10 +7,10 @@
 
 mod error;
 mod iam;
-pub mod keys;
-pub mod platform;
+pub(crate) mod keys;
+pub(crate) mod platform;
 mod spec;
-pub mod token;
+pub(crate) mod token;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,14 +25,13 @@ use keys::{KeySource, LoadedKey};
 use platform::Platform;
 use token::{retry_after_secs, Timing, Token, TokenCache};
 
-pub use error::{FetchError, FileError};
 pub use spec::{Auth, Profile, TokenMethod, TokenSpec};
 
 /// How long a call is told to wait when temporary keys have expired and no new ones arrived.
 const EXPIRED_KEYS_RETRY_SECS: u64 = 5;
 
 /// One profile's live credential.
-pub enum Credential {
+pub(crate) enum Credential {
     Keys(Arc<KeySource>),
     Token(Arc<TokenCache>),
     /// Temporary keys from the platform (metadata, pod identity, OIDC).
@@ -40,12 +39,12 @@ pub enum Credential {
 }
 
 /// What the authorize phase puts on a call.
-pub enum Authorization {
+pub(crate) enum Authorization {
     Key(Arc<LoadedKey>),
     Token(Arc<Token>),
 }
 
-pub struct Credentials {
+pub(crate) struct Credentials {
     by_profile: HashMap<String, (Arc<Profile>, Credential)>,
     clock: Arc<dyn Clock>,
     /// The callers' JWKS, when fetched from a URL: refreshed here with the credentials, by the
@@ -60,7 +59,7 @@ impl Credentials {
     /// Builds every profile's credential; `jwks` is the callers' JWKS verifier, refreshed here
     /// when it comes from a URL. With `previous`, token caches of unchanged profiles are kept,
     /// so a config reload neither drops nor refetches tokens.
-    pub fn build(
+    pub(crate) fn build(
         profiles: &BTreeMap<String, Arc<Profile>>,
         jwks: Option<Arc<JwtVerifier>>,
         client: &Upstream,
@@ -135,7 +134,7 @@ impl Credentials {
     }
 
     /// The profile's credential for a call now: 503 when none is usable.
-    pub async fn authorization(&self, profile: &Profile) -> Result<Authorization, GatewayError> {
+    pub(crate) async fn authorization(&self, profile: &Profile) -> Result<Authorization, GatewayError> {
         match self.credential(profile)? {
             Credential::Keys(source) => {
                 let key = source.current();
@@ -154,7 +153,7 @@ impl Credentials {
     }
 
     /// Forgets a token SparkRTC refused.
-    pub fn invalidate(&self, profile: &Profile, token: &Token) {
+    pub(crate) fn invalidate(&self, profile: &Profile, token: &Token) {
         if let Ok(Credential::Token(cache)) = self.credential(profile) {
             cache.invalidate(token);
         }
@@ -162,7 +161,7 @@ impl Credentials {
 
     /// Each profile's state, by name: `Err` says why calls on its apps get 503 now. Tokens not
     /// yet fetched count as usable until a fetch fails.
-    pub fn states(&self) -> BTreeMap<&str, Result<(), String>> {
+    pub(crate) fn states(&self) -> BTreeMap<&str, Result<(), String>> {
         let now = self.clock.now();
         let state = |credential: &Credential| match credential {
             Credential::Token(cache) => cache.readiness(),
@@ -176,7 +175,7 @@ impl Credentials {
     }
 
     /// Re-reads key files and refreshes tokens that are due. Run every few seconds and on SIGHUP.
-    pub async fn maintain(&self) {
+    pub(crate) async fn maintain(&self) {
         self.refresh_jwks().await;
         for (name, (_, credential)) in &self.by_profile {
             match credential {

@@ -36,13 +36,13 @@ use crate::signer::SdkDate;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A token with less than this left when IAM hands it over could expire in the middle of the
 /// calls it is meant for (or means this host's clock is off): it counts as a failed fetch.
-pub const MIN_TOKEN_LIFE: Duration = Duration::from_secs(60);
+pub(crate) const MIN_TOKEN_LIFE: Duration = Duration::from_secs(60);
 /// However short-lived the tokens, a profile is not refreshed more often than this.
-pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A credential and when it expires.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Issued<T> {
+pub(crate) struct Issued<T> {
     pub value: T,
     pub expires_at: SystemTime,
     /// When the gateway fetched it.
@@ -50,11 +50,11 @@ pub struct Issued<T> {
 }
 
 /// An IAM token.
-pub type Token = Issued<Secret>;
+pub(crate) type Token = Issued<Secret>;
 
 /// Where a cache's credentials come from: one fetch, errors saying what went wrong and never a
 /// secret. The cache bounds each fetch by [`Timing::fetch_timeout`].
-pub trait Source: Send + Sync + 'static {
+pub(crate) trait Source: Send + Sync + 'static {
     type Item: Send + Sync + PartialEq + 'static;
     /// What is fetched, for logs and readiness: "IAM token", "temporary keys".
     const WHAT: &'static str;
@@ -82,7 +82,7 @@ const FRESH_TOKEN: Duration = Duration::from_secs(30);
 
 /// No valid token could be had; try again after this long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unavailable {
+pub(crate) struct Unavailable {
     pub retry_after: Duration,
 }
 
@@ -110,7 +110,7 @@ impl<T> Default for State<T> {
     }
 }
 
-pub struct TokenCache<S: Source = Iam> {
+pub(crate) struct TokenCache<S: Source = Iam> {
     profile: String,
     source: S,
     timing: Timing,
@@ -129,7 +129,7 @@ impl<S: Source> std::fmt::Debug for TokenCache<S> {
 }
 
 impl<S: Source> TokenCache<S> {
-    pub fn new(profile: &str, source: S, timing: Timing, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(profile: &str, source: S, timing: Timing, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
         TokenCache {
             profile: profile.to_owned(),
             source,
@@ -171,7 +171,7 @@ impl<S: Source> TokenCache<S> {
 
     /// A token valid now. Once it is due it is still returned, and a refresh starts in the
     /// background. With no valid token, waits for the fetch at most `token_wait`.
-    pub async fn get(self: &Arc<Self>) -> Result<Arc<Issued<S::Item>>, Unavailable> {
+    pub(crate) async fn get(self: &Arc<Self>) -> Result<Arc<Issued<S::Item>>, Unavailable> {
         let now = self.now();
         if let Some(token) = self.valid(now) {
             if self.due(&token, now) {
@@ -188,7 +188,7 @@ impl<S: Source> TokenCache<S> {
 
     /// Refreshes when there is no token or it is due, and waits for that fetch (or for the one
     /// already in flight); for the background ticker. Does nothing during backoff.
-    pub async fn refresh_if_due(self: &Arc<Self>) {
+    pub(crate) async fn refresh_if_due(self: &Arc<Self>) {
         let now = self.now();
         if self.valid(now).is_some_and(|t| !self.due(&t, now)) {
             return;
@@ -261,7 +261,7 @@ impl<S: Source> TokenCache<S> {
                 let last_refusal = state.last_refusal;
                 *state = State { token: Some(token.clone()), last_refusal, ..State::default() };
                 drop(state);
-                counters.token_refreshes.fetch_add(1, Ordering::Relaxed);
+                counters.token_refreshed();
                 tracing::info!(profile = %self.profile, expires_at = %SdkDate::from_system_time(token.expires_at), refresh_at = %SdkDate::from_system_time(self.refresh_at(&token)), "{} fetched", S::WHAT);
             }
             Err(error) => {
@@ -273,7 +273,7 @@ impl<S: Source> TokenCache<S> {
                 state.next_attempt = Some(now + backoff);
                 state.last_error = Some(error.clone());
                 drop(state);
-                counters.token_refresh_failures.fetch_add(1, Ordering::Relaxed);
+                counters.token_refresh_failed();
                 tracing::warn!(profile = %self.profile, error = %error, retry_in_s = backoff.as_secs(), "{} fetch failed", S::WHAT);
             }
         }
@@ -297,7 +297,7 @@ impl<S: Source> TokenCache<S> {
     /// But when the replacement for a refused token is refused too, soon after, the refusal
     /// counts as a failure and backs off: a SparkRTC that refuses every token (wrong project,
     /// missing permission) must not turn each call into an IAM fetch.
-    pub fn invalidate(&self, token: &Issued<S::Item>) {
+    pub(crate) fn invalidate(&self, token: &Issued<S::Item>) {
         let now = self.now();
         let mut state = self.lock();
         if state.token.as_deref() != Some(token) {
@@ -317,7 +317,7 @@ impl<S: Source> TokenCache<S> {
     }
 
     /// `Ok` while a valid token is held, or before the first fetch has failed.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub(crate) fn readiness(&self) -> Result<(), String> {
         let now = self.now();
         let state = self.lock();
         let valid = state.token.as_ref().is_some_and(|t| t.expires_at > now);
@@ -353,7 +353,7 @@ fn backoff(failures: u32) -> Duration {
 }
 
 /// `Retry-After` seconds for a wait: whole seconds, rounded up, at least 1.
-pub fn retry_after_secs(wait: Duration) -> u64 {
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     u64::try_from(wait.as_millis().div_ceil(1_000)).unwrap_or(u64::MAX).max(1)
 }
 

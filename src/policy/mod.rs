@@ -16,16 +16,16 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
 
-pub use cidr::Cidr;
-pub use jwt::{asymmetric, JwksSource, JwtSpec, JwtVerifier, TokenRefusal};
-pub use san::spiffe_ids;
+pub(crate) use cidr::Cidr;
+pub(crate) use jwt::{asymmetric, JwksSource, JwtSpec, JwtVerifier, TokenRefusal};
+pub(crate) use san::spiffe_ids;
 
 use crate::catalog::{Catalog, Operation};
 
-pub const DEFAULT_KEY_HEADER: &str = "x-gateway-key";
+pub(crate) const DEFAULT_KEY_HEADER: &str = "x-gateway-key";
 
 /// Named operation groups usable in rules besides single operation names and `*`.
-pub const GROUPS: [(&str, &[&str]); 3] = [
+pub(crate) const GROUPS: [(&str, &[&str]); 3] = [
     ("moderation", &["RemoveUsers", "RemoveRoom"]),
     (
         "recording",
@@ -66,7 +66,9 @@ pub const GROUPS: [(&str, &[&str]); 3] = [
 ];
 
 /// Expands operation names, groups (`read-only`: every GET; see [`GROUPS`]) and `*`.
-pub fn expand_operations<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<BTreeSet<&'static str>, String> {
+pub(crate) fn expand_operations<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<BTreeSet<&'static str>, String> {
     let all = Catalog.operations();
     let mut out = BTreeSet::new();
     for name in names {

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 
-pub use self::redis::{BackendError, RedisSpec};
+pub(crate) use self::redis::{BackendError, RedisSpec};
 
 /// `count` calls per `per`, with bursts of up to `burst` calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,7 +126,7 @@ impl Limited {
 }
 
 /// `Retry-After` values: whole seconds, rounded up, never 0.
-pub fn whole_secs_at_least_one(wait: Duration) -> u64 {
+pub(crate) fn whole_secs_at_least_one(wait: Duration) -> u64 {
     u64::try_from(wait.as_nanos().div_ceil(1_000_000_000)).unwrap_or(u64::MAX).max(1)
 }
 
@@ -185,11 +185,6 @@ impl Limits<DefaultClock> {
 }
 
 impl<C: Clock + Clone> Limits<C> {
-    /// A local limiter on `clock`, for tests.
-    pub fn local_with_clock(plan: LimitPlan, clock: C) -> Self {
-        Limits { kind: Kind::Local(local::Limits::new(&plan, &clock, None)), plan: Arc::new(plan), clock }
-    }
-
     fn build(plan: LimitPlan, backend: &Backend, clock: C, previous: Option<&Limits<C>>) -> Result<Self, BackendError> {
         let kind = match (backend, previous.map(|p| &p.kind)) {
             (Backend::Local, Some(Kind::Local(old))) => Kind::Local(local::Limits::new(&plan, &clock, Some(old))),
@@ -203,7 +198,7 @@ impl<C: Clock + Clone> Limits<C> {
     /// The limiter of a reloaded configuration. Local limits whose key and spec are unchanged
     /// keep their state; a Redis backend keeps its connection while its settings are unchanged
     /// (the state is in Redis, keyed by each limit's spec, so it carries over by itself).
-    pub fn reloaded(&self, plan: LimitPlan, backend: &Backend) -> Result<Self, BackendError> {
+    pub(crate) fn reloaded(&self, plan: LimitPlan, backend: &Backend) -> Result<Self, BackendError> {
         Limits::build(plan, backend, self.clock.clone(), Some(self))
     }
 
@@ -219,7 +214,7 @@ impl<C: Clock + Clone> Limits<C> {
     }
 
     /// `None` for the local backend; else whether Redis answered its last command.
-    pub fn backend_up(&self) -> Option<bool> {
+    pub(crate) fn backend_up(&self) -> Option<bool> {
         match &self.kind {
             Kind::Local(_) => None,
             Kind::Redis(r) => Some(r.up()),
@@ -228,22 +223,14 @@ impl<C: Clock + Clone> Limits<C> {
 
     /// Asks the shared backend whether it is there, so readiness and reconnection do not wait
     /// for a call. Does nothing for the local backend.
-    pub async fn probe(&self) {
+    pub(crate) async fn probe(&self) {
         if let Kind::Redis(r) = &self.kind {
             r.probe().await;
         }
     }
 
-    pub fn plan(&self) -> &LimitPlan {
+    pub(crate) fn plan(&self) -> &LimitPlan {
         &self.plan
-    }
-
-    /// Address keys held in process (local backend).
-    pub fn address_keys(&self) -> usize {
-        match &self.kind {
-            Kind::Local(l) => l.address_keys(),
-            Kind::Redis(_) => 0,
-        }
     }
 }
 

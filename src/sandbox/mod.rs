@@ -5,14 +5,14 @@
 
 mod verify;
 
+pub use verify::{verify, Rejection, MAX_SKEW_SECS};
+
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-
-pub use verify::{verify, Rejection, MAX_SKEW_SECS};
 
 use crate::body::Body;
 use crate::catalog::Catalog;
@@ -50,7 +50,7 @@ impl Sandbox {
         })
     }
 
-    pub async fn answer<B>(&self, req: Request<B>) -> Response<Body>
+    pub(crate) async fn answer<B>(&self, req: Request<B>) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes>,
     {

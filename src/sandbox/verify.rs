@@ -26,14 +26,14 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Rejection::ClockSkew => "APIGW.0303",
             _ => "APIGW.0301",
         }
     }
 
-    pub fn message(&self) -> &'static str {
+    pub(crate) fn message(&self) -> &'static str {
         match self {
             Rejection::MissingAuthorization => "Incorrect IAM authentication information: Authorization header missing",
             Rejection::MalformedAuthorization => {

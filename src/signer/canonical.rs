@@ -117,12 +117,12 @@ impl HeaderList {
     }
 
     /// Value of the first header whose name matches `name` exactly.
-    pub fn exact(&self, name: &str) -> Option<&str> {
+    pub(crate) fn exact(&self, name: &str) -> Option<&str> {
         self.entries.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// Value of the first header whose name matches `name` ignoring case (Python's `lower()`).
-    pub fn ignore_case(&self, name: &str) -> Option<&str> {
+    pub(crate) fn ignore_case(&self, name: &str) -> Option<&str> {
         self.entries.iter().find(|(n, _)| same_name(n, name)).map(|(_, v)| v.as_str())
     }
 
@@ -136,7 +136,7 @@ impl HeaderList {
 
     /// The headers as sent: every value marked sensitive, which keeps signatures, tokens and
     /// security tokens out of hyper's debug output. `Err` names a header HTTP cannot carry.
-    pub fn to_header_map(&self) -> Result<http::HeaderMap, UnsendableHeader> {
+    pub(crate) fn to_header_map(&self) -> Result<http::HeaderMap, UnsendableHeader> {
         let mut map = http::HeaderMap::with_capacity(self.entries.len());
         for (name, value) in &self.entries {
             let unsendable = || UnsendableHeader(name.clone());

@@ -27,14 +27,14 @@ pub use date::{parse_rfc3339, SdkDate};
 use crate::secret::Secret;
 use encoding::hex_lower;
 
-pub const HEADER_DATE: &str = "X-Sdk-Date";
-pub const HEADER_SECURITY_TOKEN: &str = "X-Security-Token";
-pub const HEADER_AUTHORIZATION: &str = "Authorization";
-pub const HEADER_HOST: &str = "Host";
-pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+pub(crate) const HEADER_DATE: &str = "X-Sdk-Date";
+pub(crate) const HEADER_SECURITY_TOKEN: &str = "X-Security-Token";
+pub(crate) const HEADER_AUTHORIZATION: &str = "Authorization";
+pub(crate) const HEADER_HOST: &str = "Host";
+pub(crate) const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
 /// Huawei's documented limit for AK/SK-signed bodies.
-pub const MAX_SIGNED_BODY_BYTES: u64 = 12 * 1024 * 1024;
+pub(crate) const MAX_SIGNED_BODY_BYTES: u64 = 12 * 1024 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Algorithm {

@@ -32,13 +32,11 @@ use crate::upstream::Upstream;
 const MAX_ANSWER_BODY: usize = 64 * 1024;
 
 /// The default metadata endpoint: the link-local address every ECS instance reaches.
-pub const DEFAULT_METADATA_ENDPOINT: &str = "http://169.254.169.254";
-/// The SDK's default STS endpoint.
-pub const DEFAULT_STS_REGION_ENDPOINT: &str = "https://sts.cn-north-4.myhuaweicloud.com";
-pub const DEFAULT_SESSION_NAME: &str = "oidc-sts-session";
+pub(crate) const DEFAULT_METADATA_ENDPOINT: &str = "http://169.254.169.254";
+pub(crate) const DEFAULT_SESSION_NAME: &str = "oidc-sts-session";
 /// Pod identity: where the SDK finds the endpoint and the token file.
-pub const ENV_POD_IDENTITY_URI: &str = "HC_CONTAINER_CREDENTIALS_FULL_URI";
-pub const ENV_POD_IDENTITY_TOKEN_FILE: &str = "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE";
+pub(crate) const ENV_POD_IDENTITY_URI: &str = "HC_CONTAINER_CREDENTIALS_FULL_URI";
+pub(crate) const ENV_POD_IDENTITY_TOKEN_FILE: &str = "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE";
 
 /// A platform profile as configured: where its keys come from, how they sign, and when to
 /// refresh them.
@@ -76,7 +74,7 @@ impl PlatformSource {
 }
 
 /// One profile's source of temporary keys.
-pub struct Platform {
+pub(crate) struct Platform {
     spec: PlatformSpec,
     client: Upstream,
     clock: Arc<dyn Clock>,
@@ -85,7 +83,7 @@ pub struct Platform {
 }
 
 impl Platform {
-    pub fn new(spec: PlatformSpec, client: Upstream, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(spec: PlatformSpec, client: Upstream, clock: Arc<dyn Clock>) -> Self {
         Platform { spec, client, clock, session: Mutex::new(None) }
     }
 
