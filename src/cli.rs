@@ -259,7 +259,14 @@ pub async fn sandbox(args: &Args) -> ExitCode {
         }
     };
     out(&format!("sandbox: SparkRTC stand-in on {}://{listen}", if tls.is_some() { "https" } else { "http" }));
-    listener::serve(listener, tls, crate::sandbox::Sandbox::new(&config), stop_signal(), listener::DEFAULT_GRACE).await;
+    listener::serve(
+        listener,
+        tls,
+        crate::sandbox::Sandbox::new(&config),
+        stop_signal(),
+        crate::config::DEFAULT_GRACE_PERIOD,
+    )
+    .await;
     ExitCode::SUCCESS
 }
 

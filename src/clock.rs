@@ -1,6 +1,6 @@
 //! Wall-clock time behind a trait, so signing dates can be pinned in tests.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> SystemTime;
@@ -43,5 +43,25 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
         *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// `Retry-After` seconds (RFC 9110 section 10.2.3) for a wait: whole seconds, rounded up,
+/// never 0, so a caller that obeys it is not back before the wait is over. The one rounding of
+/// rate-limit refusals and of calls waiting for credentials.
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
+    u64::try_from(wait.as_nanos().div_ceil(1_000_000_000)).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up_never_zero() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1_001)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(60)), 60);
     }
 }

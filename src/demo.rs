@@ -49,7 +49,13 @@ async fn start(config: &mut Config, listen: Option<SocketAddr>) -> Result<Socket
     let sandbox_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let sandbox_addr = sandbox_listener.local_addr()?;
     let sandbox = Sandbox::new(config);
-    tokio::spawn(listener::serve(sandbox_listener, None, sandbox, std::future::pending(), listener::DEFAULT_GRACE));
+    tokio::spawn(listener::serve(
+        sandbox_listener,
+        None,
+        sandbox,
+        std::future::pending(),
+        crate::config::DEFAULT_GRACE_PERIOD,
+    ));
     config.upstream.authority = sandbox_addr.to_string().parse()?;
     out(&format!("sandbox: SparkRTC stand-in on http://{sandbox_addr}, verifying every signature"));
 

@@ -26,6 +26,7 @@ pub mod sandbox;
 pub mod secret;
 pub(crate) mod server;
 pub mod signer;
+mod stream;
 pub(crate) mod telemetry;
 pub mod tls;
 pub(crate) mod upstream;

@@ -8,9 +8,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -18,13 +17,13 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::Body;
 use crate::error::GatewayError;
+use crate::stream::{Either, MaybeTls};
 
 mod connections;
 
@@ -39,9 +38,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Pause after a failed accept, so a persistent error (no file descriptors) does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
-/// How long calls in flight may take to finish after the stop signal, by default.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 /// Where a call came from: the TCP peer, and the names on its client certificate if any.
 #[derive(Clone, Debug)]
@@ -74,51 +70,21 @@ impl Socket {
             Socket::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
                 let _ = s.set_nodelay(true);
-                Ok((Stream::Tcp(s), peer))
+                Ok((Either::A(s), peer))
             }
             // A Unix-socket peer is a process on this host: it counts as loopback for policy.
             #[cfg(unix)]
-            Socket::Unix(l) => Ok((Stream::Unix(l.accept().await?.0), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))),
+            Socket::Unix(l) => Ok((Either::B(l.accept().await?.0), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))),
         }
     }
 }
 
-/// An accepted connection.
-pub(crate) enum Stream {
-    Tcp(TcpStream),
-    #[cfg(unix)]
-    Unix(tokio::net::UnixStream),
-}
-
-macro_rules! delegate {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self.get_mut() {
-            Stream::Tcp($s) => $e,
-            #[cfg(unix)]
-            Stream::Unix($s) => $e,
-        }
-    };
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_read(cx, buf))
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        delegate!(self, s => Pin::new(s).poll_write(cx, buf))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_shutdown(cx))
-    }
-}
+/// An accepted connection: TCP, or a Unix socket.
+#[cfg(unix)]
+pub(crate) type Stream = Either<TcpStream, tokio::net::UnixStream>;
+/// An accepted connection (TCP only where there are no Unix sockets).
+#[cfg(not(unix))]
+pub(crate) type Stream = Either<TcpStream, TcpStream>;
 
 /// Serves until `shutdown` resolves, then stops accepting (the socket is closed, so new
 /// connections are refused) and waits up to `grace` for open connections to finish their calls.
@@ -267,12 +233,12 @@ async fn connection<H: Handler>(
 }
 
 /// Finishes TLS when the listener has it. `None`: the handshake failed.
-async fn handshake(acceptor: &Option<TlsAcceptor>, stream: Stream, addr: SocketAddr) -> Option<(Either, Peer)> {
-    let Some(acceptor) = acceptor else { return Some((Either::Plain(stream), Peer::tcp(addr))) };
+async fn handshake(acceptor: &Option<TlsAcceptor>, stream: Stream, addr: SocketAddr) -> Option<(Accepted, Peer)> {
+    let Some(acceptor) = acceptor else { return Some((Either::A(stream), Peer::tcp(addr))) };
     match acceptor.accept(stream).await {
         Ok(tls) => {
             let names = crate::tls::peer_names(tls.get_ref().1);
-            Some((Either::Tls(Box::new(tls)), Peer { addr, cert_names: names.into() }))
+            Some((Either::B(Box::new(tls)), Peer { addr, cert_names: names.into() }))
         }
         Err(e) => {
             tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
@@ -306,39 +272,4 @@ impl From<tokio::net::UnixListener> for Socket {
 }
 
 /// A connection with or without TLS.
-enum Either {
-    Plain(Stream),
-    Tls(Box<tokio_rustls::server::TlsStream<Stream>>),
-}
-
-impl AsyncRead for Either {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Either::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Either::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Either {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Either::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Either::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Either::Plain(s) => Pin::new(s).poll_flush(cx),
-            Either::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Either::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Either::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+type Accepted = MaybeTls<Stream, tokio_rustls::server::TlsStream<Stream>>;

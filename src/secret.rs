@@ -25,6 +25,13 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Whether two byte strings are equal, in time that depends on their lengths only, not on
+/// where they first differ: for comparing a presented secret (a caller key's digest, a
+/// signature) with the expected one without telling an attacker how much of it was right.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -262,42 +262,55 @@ pub async fn start(gateway: Gateway, listen: Option<SocketAddr>) -> Result<Runni
     };
 
     if let Some(cert) = &cert {
-        let (cert, mut stopped) = (cert.clone(), stopped.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep(CERT_CHECK_EVERY) => reload_cert(&cert),
-                    _ = stopped.wait_for(|s| *s) => break,
-                }
-            }
+        let cert = cert.clone();
+        every(CERT_CHECK_EVERY, Start::AfterPeriod, stopped.clone(), move || {
+            reload_cert(&cert);
+            std::future::ready(())
         });
     }
-    {
-        let (gateway, mut stopped) = (gateway.clone(), stopped.clone());
-        tokio::spawn(async move {
-            // Fetch tokens before the first call needs one, then keep them and the keys fresh.
-            loop {
-                gateway.maintain_credentials().await;
-                tokio::select! {
-                    () = tokio::time::sleep(CREDENTIALS_EVERY) => {}
-                    _ = stopped.wait_for(|s| *s) => break,
-                }
-            }
-        });
-    }
-    {
-        // Apart from the credentials loop, which can wait on a slow IAM for many seconds.
-        let (gateway, mut stopped) = (gateway.clone(), stopped.clone());
-        tokio::spawn(async move {
-            loop {
-                gateway.probe_limiter().await;
-                tokio::select! {
-                    () = tokio::time::sleep(LIMITER_PROBE_EVERY) => {}
-                    _ = stopped.wait_for(|s| *s) => break,
-                }
-            }
-        });
-    }
+    // Fetch tokens before the first call needs one, then keep them and the keys fresh.
+    let g = gateway.clone();
+    every(CREDENTIALS_EVERY, Start::Now, stopped.clone(), move || {
+        let g = g.clone();
+        async move { g.maintain_credentials().await }
+    });
+    // Apart from the credentials loop, which can wait on a slow IAM for many seconds.
+    let g = gateway.clone();
+    every(LIMITER_PROBE_EVERY, Start::Now, stopped.clone(), move || {
+        let g = g.clone();
+        async move { g.probe_limiter().await }
+    });
     tracing::info!(listen = %addr, admin = ?admin_addr, unix_socket = ?config.unix_socket, tls = config.tls.is_some(), "gateway serving");
     Ok(Running { addr, admin_addr, unix_socket: config.unix_socket.clone(), gateway, cert, stop, tasks })
+}
+
+/// When a periodic task first runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Now,
+    AfterPeriod,
+}
+
+/// Runs `task` every `period`, counted from the end of the previous run, until `stopped`.
+fn every<F, T>(period: Duration, start: Start, mut stopped: watch::Receiver<bool>, mut task: T)
+where
+    T: FnMut() -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut run = start == Start::Now;
+        loop {
+            if run {
+                task().await;
+            }
+            let stop = tokio::select! {
+                () = tokio::time::sleep(period) => false,
+                _ = stopped.wait_for(|s| *s) => true,
+            };
+            if stop {
+                break;
+            }
+            run = true;
+        }
+    });
 }

@@ -15,8 +15,7 @@ use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
@@ -25,6 +24,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::cause::{BoxError, ErrorChain};
+use crate::stream::{Either, MaybeTls};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 /// The upstream client's settings, from `[upstream]`.
@@ -237,10 +237,10 @@ impl tower_service::Service<Uri> for Connector {
                 let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
                 let tcp = http.call(uri).await?.into_inner();
                 if !use_tls {
-                    return Ok::<_, BoxError>(Stream::Plain(TokioIo::new(tcp)));
+                    return Ok::<_, BoxError>(TokioIo::new(Either::A(tcp)));
                 }
                 let name = ServerName::try_from(host).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                Ok(Stream::Tls(Box::new(TokioIo::new(tls.connect(name, tcp).await?))))
+                Ok(TokioIo::new(Either::B(Box::new(tls.connect(name, tcp).await?))))
             };
             match tokio::time::timeout(timeout, connect).await {
                 Ok(result) => result,
@@ -251,46 +251,4 @@ impl tower_service::Service<Uri> for Connector {
 }
 
 /// A pooled upstream connection.
-enum Stream {
-    Plain(TokioIo<TcpStream>),
-    // Boxed: a TLS session is over a kilobyte, a plain stream a few words.
-    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
-}
-
-impl Connection for Stream {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl Read for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+type Stream = TokioIo<MaybeTls<TcpStream, TlsStream<TcpStream>>>;

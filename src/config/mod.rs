@@ -33,6 +33,8 @@ pub(crate) const DEFAULT_ENDPOINT: &str = "https://rtc-api.myhuaweicloud.com";
 pub(crate) const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 pub(crate) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 pub(crate) const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
+/// How long calls in flight may take to finish after a stop (`server.grace_period`, and the
+/// sandbox's own).
 pub(crate) const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);

@@ -16,14 +16,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::cause::ErrorChain;
-use crate::clock::Clock;
+use crate::clock::{retry_after_secs, Clock};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::policy::JwtVerifier;
 use crate::upstream::Upstream;
 use keys::{KeySource, LoadedKey};
 use platform::Platform;
-use token::{retry_after_secs, Timing, Token, TokenCache};
+use token::{Timing, Token, TokenCache};
 
 pub use spec::{Auth, Profile, TokenMethod, TokenSpec};
 

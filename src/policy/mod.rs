@@ -190,7 +190,7 @@ impl Callers {
             // Compare against every caller, in constant time each, so timing tells nothing.
             let mut found = None;
             for c in &self.named {
-                if c.key_sha256.is_some_and(|k| constant_time_eq(&k, &digest)) {
+                if c.key_sha256.is_some_and(|k| crate::secret::constant_time_eq(&k, &digest)) {
                     found = Some(c.name.clone());
                 }
             }
@@ -235,10 +235,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
-}
-
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// One allow rule: these callers may run these operations.

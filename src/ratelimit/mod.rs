@@ -121,13 +121,8 @@ pub struct Limited {
 
 impl Limited {
     fn new(policy: &'static str, rate: Rate, wait: Duration) -> Self {
-        Limited { policy, rate, retry_after_secs: whole_secs_at_least_one(wait) }
+        Limited { policy, rate, retry_after_secs: crate::clock::retry_after_secs(wait) }
     }
-}
-
-/// `Retry-After` values: whole seconds, rounded up, never 0.
-pub(crate) fn whole_secs_at_least_one(wait: Duration) -> u64 {
-    u64::try_from(wait.as_nanos().div_ceil(1_000_000_000)).unwrap_or(u64::MAX).max(1)
 }
 
 /// Why a call may not go on.
@@ -247,14 +242,6 @@ mod tests {
         assert_eq!(r("3/s", Some(1)), Some(1));
         assert_eq!(Rate::parse("0/s", None), None);
         assert_eq!(Rate::parse("5/d", None), None);
-    }
-
-    #[test]
-    fn retry_after_is_whole_seconds_rounded_up_never_zero() {
-        assert_eq!(whole_secs_at_least_one(Duration::ZERO), 1);
-        assert_eq!(whole_secs_at_least_one(Duration::from_millis(1)), 1);
-        assert_eq!(whole_secs_at_least_one(Duration::from_millis(1_001)), 2);
-        assert_eq!(whole_secs_at_least_one(Duration::from_secs(60)), 60);
     }
 
     #[test]

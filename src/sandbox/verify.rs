@@ -7,6 +7,7 @@ use http::header;
 use http::request::Parts;
 
 use crate::credentials::Profile;
+use crate::secret::constant_time_eq;
 use crate::signer::{self, Algorithm, CanonicalQuery, HeaderList, SdkDate, SignInput, SigningKey};
 
 /// Huawei refuses signatures dated more than 15 minutes from its own clock.
@@ -147,8 +148,4 @@ pub(super) fn verify_with<'p>(
         }
     }
     Ok(profile)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -238,11 +238,13 @@ fn payload_hash(body: &[u8], headers: &HeaderList, algorithm: &Algorithm) -> Str
     }
 }
 
-/// HKDF-SHA256 (RFC 5869) with one expand block: 32 bytes, shown as lower-case hex.
+/// HKDF-SHA256 (RFC 5869): extract with salt = AK and input key material = SK, expand to one
+/// 32-byte block for `info`; the derived key is that block as lower-case hex.
 fn derive_v11_key(key: &SigningKey, info: &str) -> Secret {
-    let prk = hmac_once::<Hmac<Sha256>>(key.access_key.expose().as_bytes(), key.secret_key.expose().as_bytes());
-    let mut block = Vec::with_capacity(info.len() + 1);
-    block.extend_from_slice(info.as_bytes());
-    block.push(1);
-    Secret::new(hex_lower(&hmac_once::<Hmac<Sha256>>(&prk, &block)))
+    let hkdf = hkdf::Hkdf::<Sha256>::new(Some(key.access_key.expose().as_bytes()), key.secret_key.expose().as_bytes());
+    let mut okm = zeroize::Zeroizing::new([0u8; 32]);
+    // 32 bytes is one SHA-256 block, far below HKDF's limit of 255 blocks: expand cannot fail.
+    // An all-zero key would only produce signatures the server refuses.
+    let _ = hkdf.expand(info.as_bytes(), okm.as_mut());
+    Secret::new(hex_lower(okm.as_ref()))
 }
