@@ -15,16 +15,19 @@ use tokio::time::{sleep, Sleep};
 use crate::cause::BoxError;
 use crate::upstream::{Error as UpstreamError, Phase};
 
+/// The body of every response the gateway sends: one it made, or the upstream's streamed.
 pub enum Body {
     Full(Option<Bytes>),
     Upstream { inner: Incoming, idle: Duration, timer: Pin<Box<Sleep>> },
 }
 
 impl Body {
+    /// A body held in memory; an empty one sends no data frame.
     pub fn full(bytes: Bytes) -> Self {
         Body::Full(Some(bytes).filter(|b| !b.is_empty()))
     }
 
+    /// No body.
     pub fn empty() -> Self {
         Body::Full(None)
     }

@@ -9,13 +9,16 @@ use std::process::ExitCode;
 use crate::config::{Config, ConfigError};
 use crate::{listener, telemetry, Gateway};
 
+/// Exit code: the gateway ran and failed (could not bind, could not start).
 pub const EXIT_RUNTIME: u8 = 1;
+/// Exit code: the command line is wrong.
 pub const EXIT_USAGE: u8 = 2;
 pub(crate) const EXIT_CONFIG: u8 = 64;
 
 /// The environment variable naming the config file when `--config` is not given.
 pub(crate) const CONFIG_ENV: &str = "SPARKRTC_GATEWAY_CONFIG";
 
+/// `sparkrtc-gateway --help`.
 pub const HELP: &str = "\
 sparkrtc-gateway: call Huawei Cloud SparkRTC without holding its credentials
 
@@ -49,6 +52,7 @@ pub struct Args {
     pub tls_key: Option<PathBuf>,
 }
 
+/// Reads the command line after the program name; `Err` says what is wrong with it.
 pub fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let command = args.next().ok_or("no command given")?;
     let mut parsed = Args { command, config: None, listen: None, tls_cert: None, tls_key: None };
@@ -70,10 +74,12 @@ pub fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String
     Ok(parsed)
 }
 
+/// Writes a line for the user on stdout (the commands' output, not logs).
 pub fn out(text: &str) {
     let _ = writeln!(std::io::stdout(), "{text}");
 }
 
+/// Writes a line for the user on stderr.
 pub fn err(text: &str) {
     let _ = writeln!(std::io::stderr(), "{text}");
 }
@@ -91,6 +97,7 @@ pub(crate) fn report(e: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
+/// `check`: validates the config file and reports every problem (exit 64 when there are any).
 pub fn check(args: &Args) -> ExitCode {
     match load(args) {
         Err(code) => code,
@@ -110,6 +117,7 @@ pub fn check(args: &Args) -> ExitCode {
     }
 }
 
+/// `serve`: runs the gateway until SIGTERM or SIGINT; SIGHUP (or a changed file, with `watch_config`) reloads.
 pub async fn serve(args: &Args) -> ExitCode {
     // Before anything can announce that the gateway serves: a SIGHUP that arrives early must
     // find its handler installed (the default action would end the process), and a change to
@@ -230,6 +238,7 @@ impl Signals {
     }
 }
 
+/// `sandbox`: runs the SparkRTC stand-in until SIGTERM or SIGINT.
 pub async fn sandbox(args: &Args) -> ExitCode {
     let config = match load(args) {
         Ok(c) => c,

@@ -2,10 +2,13 @@
 
 use std::time::{Duration, SystemTime};
 
+/// The time now. Signing, token expiry and caller-token checks read it here, so tests pin it.
 pub trait Clock: Send + Sync + 'static {
+    /// The current wall-clock time.
     fn now(&self) -> SystemTime;
 }
 
+/// The system's clock.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
@@ -30,10 +33,12 @@ impl Clock for FixedClock {
 pub struct ManualClock(std::sync::Mutex<SystemTime>);
 
 impl ManualClock {
+    /// A clock that reads `start` until advanced.
     pub fn new(start: SystemTime) -> Self {
         ManualClock(std::sync::Mutex::new(start))
     }
 
+    /// Moves the clock forward by `by`.
     pub fn advance(&self, by: std::time::Duration) {
         let mut now = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *now += by;

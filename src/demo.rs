@@ -22,6 +22,7 @@ pub(crate) const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 pub(crate) const EXAMPLE_PATH: &str = "/v2/apps/demo-app/rooms/room-1/batch-remove-users";
 pub(crate) const EXAMPLE_BODY: &str = r#"{"user_ids": ["user001", "user002"]}"#;
 
+/// `demo`: starts a sandbox and a gateway in front of it, sends one RemoveUsers call and prints what came back.
 pub async fn run(listen: Option<SocketAddr>) -> ExitCode {
     let mut config = match Config::parse(DEMO_CONFIG, "config/demo.toml (embedded)", Path::new("."), &|_| None) {
         Ok(c) => c,

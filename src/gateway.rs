@@ -76,6 +76,7 @@ impl std::error::Error for BuildError {
     }
 }
 
+/// The gateway: the request path over the state built from one configuration, swapped whole by a reload. Cheap to clone.
 #[derive(Clone)]
 pub struct Gateway {
     inner: Arc<Inner>,
@@ -98,10 +99,12 @@ struct State {
 }
 
 impl Gateway {
+    /// Builds the gateway for `config` on the system clock.
     pub fn new(config: Config) -> Result<Self, BuildError> {
         Gateway::with_clock(config, Arc::new(SystemClock))
     }
 
+    /// Builds the gateway for `config` on `clock` (tests pin time with it).
     pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, BuildError> {
         let metrics = Arc::new(Metrics::default());
         let upstream = Upstream::new(&config.upstream).map_err(BuildError::UpstreamTls)?;
@@ -150,6 +153,7 @@ impl Gateway {
         Ok(())
     }
 
+    /// The configuration calls that start now are served with.
     pub fn config(&self) -> Arc<Config> {
         self.inner.state.load().config.clone()
     }

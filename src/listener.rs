@@ -47,6 +47,7 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// A TCP peer with no client certificate.
     pub fn tcp(addr: SocketAddr) -> Self {
         Peer { addr, cert_names: Arc::new([]) }
     }
@@ -54,6 +55,7 @@ impl Peer {
 
 /// Anything that answers requests: the gateway, the admin endpoints, the sandbox.
 pub trait Handler: Clone + Send + Sync + 'static {
+    /// Answers one request from `peer`; never fails: errors are answers too.
     fn call(&self, req: Request<Incoming>, peer: Peer) -> impl Future<Output = Response<Body>> + Send;
 }
 

@@ -5,10 +5,12 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
+/// A secret string, redacted in `Debug` and `Display`, zeroed when dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Zeroizing<String>);
 
 impl Secret {
+    /// Wraps a secret.
     pub fn new(value: impl Into<String>) -> Self {
         Secret(Zeroizing::new(value.into()))
     }

@@ -53,6 +53,7 @@ impl Running {
         let _ = self.stop.send(true);
     }
 
+    /// Waits for the stop sequence to end (after [`Running::shutdown`]).
     pub async fn wait(self) {
         for task in self.tasks {
             let _ = task.await;
@@ -62,6 +63,7 @@ impl Running {
         }
     }
 
+    /// Starts the stop sequence and waits for it to end.
     pub async fn stop(self) {
         self.shutdown();
         self.wait().await;

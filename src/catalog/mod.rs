@@ -28,6 +28,7 @@ pub enum AppFrom {
     Account,
 }
 
+/// One SparkRTC operation: its name, method, path template and what it may carry.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Operation {
     pub name: &'static str,
@@ -122,6 +123,7 @@ impl Catalog {
         &operations::OPERATIONS
     }
 
+    /// The operation of this name (`RemoveUsers`), as the config and the limits name them.
     pub fn by_name(&self, name: &str) -> Option<&'static Operation> {
         operations::OPERATIONS.iter().find(|op| op.name == name)
     }

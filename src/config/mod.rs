@@ -46,6 +46,7 @@ pub(crate) const DEFAULT_POOL_MAX_IDLE: u64 = 64;
 pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_V11_SERVICE: &str = "CloudRTC";
 
+/// A validated configuration: every value checked, every secret loaded, every default applied.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -101,12 +102,14 @@ pub struct InboundTls {
     pub client_auth_required: bool,
 }
 
+/// `[log] format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
 }
 
+/// `[log]`: how the gateway logs.
 #[derive(Debug, Clone)]
 pub struct Log {
     pub format: LogFormat,

@@ -118,3 +118,32 @@ impl KeySource {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cause::ErrorChain;
+
+    #[test]
+    fn an_unreadable_key_file_names_the_file_and_keeps_the_os_error_as_its_cause() {
+        let path = std::env::temp_dir().join(format!("sparkrtc-gw-no-such-key-{}", std::process::id()));
+        let e = read_secret(&path).err().unwrap_or_else(|| panic!("{} exists", path.display()));
+        assert!(matches!(&e, FileError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound));
+        let io = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
+        assert_eq!(ErrorChain(&e).to_string(), format!("cannot read {}: {io}", path.display()));
+    }
+
+    #[test]
+    fn a_malformed_credentials_file_names_the_field_never_a_value() {
+        let path = std::env::temp_dir().join(format!("sparkrtc-gw-creds-{}.json", std::process::id()));
+        std::fs::write(
+            &path,
+            r#"{"credential":{"access":"AK","secret":"SECRET-VALUE","expires_at":"2030-01-02T03:04:05Z"}}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let e = read_credentials(&path).err().unwrap_or_else(|| panic!("accepted without a security token"));
+        let _ = std::fs::remove_file(&path);
+        assert!(matches!(e, FileError::Missing { field: "securitytoken", .. }), "{e}");
+        assert!(!ErrorChain(&e).to_string().contains("SECRET-VALUE"));
+    }
+}

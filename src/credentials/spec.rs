@@ -31,6 +31,7 @@ impl Profile {
     }
 }
 
+/// How a profile authenticates its calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Auth {
     /// AK/SK signing. `files` names the files to re-read when they change.
@@ -41,6 +42,7 @@ pub enum Auth {
     Platform(PlatformSpec),
 }
 
+/// `kind = "token"`: where IAM is, how to ask it for a token, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenSpec {
     /// IAM's endpoint, scheme and host (`https://iam.cn-north-4.myhuaweicloud.com`).
@@ -55,6 +57,7 @@ pub struct TokenSpec {
     pub token_wait: Duration,
 }
 
+/// How a token is asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenMethod {
     /// An IAM user's password; a `password_file` is re-read at each fetch.

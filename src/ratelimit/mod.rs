@@ -69,6 +69,7 @@ pub enum OnBackendError {
     Deny,
 }
 
+/// One limit: its rate and burst, and what it does when the shared backend cannot decide.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LimitSpec {
     pub rate: Rate,
@@ -87,6 +88,7 @@ pub struct LimitPlan {
     pub per_address: Option<LimitSpec>,
 }
 
+/// The limits of one app: on the whole app, and on each of its operations.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AppLimits {
     pub app: Option<LimitSpec>,

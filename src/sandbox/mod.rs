@@ -22,6 +22,7 @@ use crate::credentials::keys::KeySource;
 use crate::credentials::{Auth, Profile};
 use crate::signer::SdkDate;
 
+/// The SparkRTC stand-in, as a listener handler.
 #[derive(Clone)]
 pub struct Sandbox {
     /// Each AK/SK profile with its live key, which follows the key files as the gateway's does.

@@ -50,6 +50,7 @@ impl CanonicalQuery {
         Self::from_pairs(pairs)
     }
 
+    /// A query of decoded pairs, sorted as the SDK sorts them.
     pub fn from_pairs(mut pairs: Vec<(String, String)>) -> Self {
         // `String`'s byte order is code-point order for UTF-8, which is Python's `str` order.
         pairs.sort();
@@ -61,6 +62,7 @@ impl CanonicalQuery {
         &self.pairs
     }
 
+    /// Whether the query has no pair.
     pub fn is_empty(&self) -> bool {
         self.pairs.is_empty()
     }
@@ -104,10 +106,12 @@ pub struct HeaderList {
 }
 
 impl HeaderList {
+    /// No headers.
     pub fn new() -> Self {
         HeaderList::default()
     }
 
+    /// Sets `name` (exact case) to `value`, replacing a header of exactly that name.
     pub fn set(&mut self, name: &str, value: impl Into<String>) {
         let value = value.into();
         match self.entries.iter_mut().find(|(n, _)| n == name) {
@@ -126,6 +130,7 @@ impl HeaderList {
         self.entries.iter().find(|(n, _)| same_name(n, name)).map(|(_, v)| v.as_str())
     }
 
+    /// The headers in the order they were set.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.entries.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }

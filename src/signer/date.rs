@@ -13,6 +13,7 @@ impl SdkDate {
         SdkDate(secs)
     }
 
+    /// The `X-Sdk-Date` of a moment (whole seconds, UTC).
     pub fn from_system_time(t: SystemTime) -> Self {
         SdkDate(t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs())
     }

@@ -27,6 +27,7 @@ pub(crate) fn encode_into(s: &str, out: &mut String) {
     }
 }
 
+/// Percent-encodes everything but RFC 3986 unreserved characters, in upper-case hex, as the SDK does.
 pub fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + s.len() / 2);
     encode_into(s, &mut out);

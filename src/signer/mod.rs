@@ -36,6 +36,7 @@ pub(crate) const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 /// Huawei's documented limit for AK/SK-signed bodies.
 pub(crate) const MAX_SIGNED_BODY_BYTES: u64 = 12 * 1024 * 1024;
 
+/// The signing algorithm of a key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Algorithm {
     HmacSha256,
@@ -48,6 +49,7 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// The algorithm's name, as it opens `Authorization`.
     pub fn name(&self) -> &'static str {
         match self {
             Algorithm::HmacSha256 => "SDK-HMAC-SHA256",
@@ -132,6 +134,7 @@ pub struct Signature {
     pub authorization: String,
 }
 
+/// Why a request could not be signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignError {
     /// An `X-Sdk-Date` header was already present and is not `YYYYMMDDTHHMMSSZ`.
