@@ -39,7 +39,7 @@ pub async fn run(listen: Option<SocketAddr>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            err(&format!("demo failed: {e}"));
+            err(&format!("demo failed: {}", crate::cause::ErrorChain(&*e)));
             ExitCode::from(EXIT_RUNTIME)
         }
     }

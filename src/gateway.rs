@@ -1,4 +1,4 @@
-//! The request path. [`Gateway::handle`] always answers; [`Gateway::proxy`] is the path itself,
+//! The request path. [`Gateway::handle`] always answers; `Gateway::proxy` is the path itself,
 //! a list of named phases in order, each returning early with the error that ends the call.
 //!
 //! The configuration-derived state (config, limiters, upstream client) sits behind one atomic
@@ -164,7 +164,7 @@ impl Gateway {
     }
 
     /// Whether this replica should get traffic, and why: not draining, and able to serve its
-    /// apps as `[admin] readiness` asks (see [`readiness`]).
+    /// apps as `[admin] readiness` asks (see the `readiness` module).
     pub fn readiness(&self) -> Report {
         if self.inner.draining.load(Ordering::SeqCst) {
             return readiness::draining();

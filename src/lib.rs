@@ -2,7 +2,11 @@
 //!
 //! Callers send plain SparkRTC REST calls without credentials; the gateway recognises the
 //! operation ([`catalog`]), signs the call with the app's AK/SK ([`signer`]) and relays it to
-//! SparkRTC over TLS ([`upstream`], [`relay`]). [`gateway`] holds the request path.
+//! SparkRTC over TLS (`upstream`, [`relay`]). [`gateway`] holds the request path.
+//!
+//! Modules are layered and import only downwards (ARCHITECTURE.md, enforced by
+//! `tests/architecture.rs`); everything is `pub(crate)` but what the binary, the tests, the
+//! benches and the fuzz targets use.
 
 pub(crate) mod admin;
 pub mod body;

@@ -1,7 +1,7 @@
 //! The accept loop: HTTP/1.1 and HTTP/2 (prior knowledge or ALPN) on a TCP or Unix socket,
 //! optionally behind TLS, each connection served by a [`Handler`], and a graceful stop that
 //! lets calls in flight finish. Connections are bounded in number and in idle time
-//! ([`connections`]), and requests with ambiguous framing are refused before any handler sees
+//! (`connections`), and requests with ambiguous framing are refused before any handler sees
 //! them.
 
 use std::convert::Infallible;
@@ -90,7 +90,7 @@ pub(crate) type Stream = Either<TcpStream, TcpStream>;
 
 /// Serves until `shutdown` resolves, then stops accepting (the socket is closed, so new
 /// connections are refused) and waits up to `grace` for open connections to finish their calls.
-/// Connections are bounded by [`ConnectionLimits::default`].
+/// Connections are bounded by `ConnectionLimits::default`.
 pub async fn serve<H: Handler>(
     socket: impl Into<Socket>,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -253,7 +253,7 @@ async fn handshake(acceptor: &Option<TlsAcceptor>, stream: Stream, addr: SocketA
 /// `Connection: close`, since where the next request would start is exactly what is unclear.
 fn refuse_framing(err: &GatewayError, req: &Request<Incoming>, peer: &Peer) -> Response<Body> {
     let request_id = crate::request_id::from_caller(req.headers());
-    tracing::warn!(request_id = %request_id, peer = %peer.addr, method = %req.method(), error = %err, "request refused for its framing; closing the connection");
+    tracing::warn!(request_id = %request_id, peer = %peer.addr, method = %req.method(), error = %crate::cause::ErrorChain(err), "request refused for its framing; closing the connection");
     let mut rsp = err.to_response(&request_id);
     crate::relay::mark(rsp.headers_mut(), &request_id);
     rsp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));

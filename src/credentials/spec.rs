@@ -22,7 +22,7 @@ pub struct Profile {
 
 impl Profile {
     /// The AK/SK as read when the config was loaded. Calls are signed with the live key
-    /// ([`super::Credentials`]), which follows the files.
+    /// (`Credentials`), which follows the files.
     pub fn signing_key(&self) -> Option<&SigningKey> {
         match &self.auth {
             Auth::Keys { key, .. } => Some(&key.key),

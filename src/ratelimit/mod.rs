@@ -4,9 +4,9 @@
 //! the call goes on.
 //!
 //! Two backends keep the state, chosen by `[limits] backend`:
-//! - [`local`]: in this process (governor's GCRA). Each replica counts alone, so N replicas let
+//! - `local`: in this process (governor's GCRA). Each replica counts alone, so N replicas let
 //!   N times the quota through; right for a single gateway or a sidecar per pod.
-//! - [`redis`]: shared by every replica through one Redis, one round trip per call: a
+//! - `redis`: shared by every replica through one Redis, one round trip per call: a
 //!   server-side script runs the same GCRA over every limit that applies, on Redis's clock.
 //!
 //! This module knows nothing of the configuration file: the config builds a [`LimitPlan`] and

@@ -275,7 +275,7 @@ impl Limits {
         }
         let error_kind = error.kind();
         if meets.iter().any(|m| m.spec.on_backend_error == OnBackendError::Deny) {
-            tracing::debug!(error = %error, "rate-limit backend failed; refusing per on_backend_error = \"deny\"");
+            tracing::debug!(error = %error, cause = %Causes(&error), "rate-limit backend failed; refusing per on_backend_error = \"deny\"");
             return Checked {
                 verdict: Err(Refusal::BackendDown(error)),
                 via: Via::BackendFailed { error_kind, admitted: false },
