@@ -86,7 +86,7 @@ pub(crate) fn framing(headers: &HeaderMap) -> Result<(), GatewayError> {
 /// The one header taken from the caller: `Content-Type` (the caller's, else the operation's).
 /// The authorize phase adds `X-Project-Id` and the signer `Host`, `X-Sdk-Date`,
 /// `X-Security-Token` and `Authorization`; or `X-Auth-Token` with a token.
-pub(crate) fn base_headers(caller: &HeaderMap, op: &Operation) -> Result<HeaderList, GatewayError> {
+pub fn base_headers(caller: &HeaderMap, op: &Operation) -> Result<HeaderList, GatewayError> {
     let content_type = match caller.get(header::CONTENT_TYPE) {
         None => op.content_type,
         Some(v) => v

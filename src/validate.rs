@@ -11,7 +11,7 @@ use crate::catalog::Operation;
 use crate::error::GatewayError;
 
 /// Checks the body; returns it parsed when the operation takes one.
-pub(crate) fn body(op: &Operation, body: &[u8]) -> Result<Option<Value>, GatewayError> {
+pub fn body(op: &Operation, body: &[u8]) -> Result<Option<Value>, GatewayError> {
     if !op.has_body {
         if body.is_empty() {
             return Ok(None);

@@ -64,7 +64,8 @@ pub struct Route {
 }
 
 impl Route {
-    pub(crate) fn param(&self, name: &str) -> Option<&str> {
+    /// The decoded path value named `name` in the template (`room_id`).
+    pub fn param(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
 }
@@ -119,7 +120,8 @@ impl std::error::Error for RouteError {}
 pub struct Catalog;
 
 impl Catalog {
-    pub(crate) fn operations(&self) -> &'static [Operation] {
+    /// Every operation the gateway knows, in the catalog's order.
+    pub fn operations(&self) -> &'static [Operation] {
         &operations::OPERATIONS
     }
 

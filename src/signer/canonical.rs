@@ -121,7 +121,7 @@ impl HeaderList {
     }
 
     /// Value of the first header whose name matches `name` exactly.
-    pub(crate) fn exact(&self, name: &str) -> Option<&str> {
+    pub fn exact(&self, name: &str) -> Option<&str> {
         self.entries.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
