@@ -33,14 +33,13 @@ async fn sandbox() -> (SocketAddr, Config) {
         .replace("https://", "http://")
         .replace("[upstream]", "[upstream]\nallow_http = true");
     let config = support::parse_config(&text);
-    tokio::spawn(listener::serve(
-        listener,
-        None,
-        Sandbox::new(&config),
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
+    spawn_sandbox(listener, &config);
     (addr, config)
+}
+
+/// Serves a sandbox accepting `config`'s keys on `listener` until the test ends.
+fn spawn_sandbox(listener: tokio::net::TcpListener, config: &Config) {
+    tokio::spawn(listener::serve(listener, None, Sandbox::new(config), std::future::pending(), Duration::from_secs(1)));
 }
 
 /// Signs like a client of the official SDK would, with the given secret key.
@@ -156,13 +155,7 @@ async fn sandbox_accepts_a_rotated_key_from_its_file_and_no_longer_the_old_one()
     let addr = listener.local_addr().unwrap();
     let text = support::config_text(addr, "").replace("secret_key_env = \"TEST_SK\"", "secret_key_file = \"sk\"");
     let config = Config::parse(&text, "t.toml", &dir, &|_| None).unwrap();
-    tokio::spawn(listener::serve(
-        listener,
-        None,
-        Sandbox::new(&config),
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
+    spawn_sandbox(listener, &config);
     let body = r#"{"user_ids":["user001"]}"#;
     assert_eq!(send_signed(addr, support::SK, body).await.0, 202);
     std::fs::write(dir.join("sk"), "SK-rotated-in-the-file").unwrap();

@@ -61,7 +61,7 @@ impl Sandbox {
         };
         let now = SdkDate::from_system_time(std::time::SystemTime::now());
         if let Err(rejection) = verify::verify_with(&parts, &body, self.live_keys(), now) {
-            tracing::info!(target: "sandbox", method = %parts.method, path = %parts.uri.path(), code = rejection.code(), reason = ?rejection, "refused");
+            tracing::info!(target: "sandbox", method = %parts.method, path = %parts.uri.path(), code = rejection.code(), reason = rejection.message(), "refused");
             return reply(StatusCode::UNAUTHORIZED, Some((rejection.code(), rejection.message())));
         }
         let Ok(route) = Catalog.resolve(&parts.method, &parts.uri, parts.version) else {
