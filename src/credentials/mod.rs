@@ -21,6 +21,7 @@ use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::policy::JwtVerifier;
 use crate::upstream::Upstream;
+use error::FetchError;
 use keys::{KeySource, LoadedKey};
 use platform::Platform;
 use token::{Timing, Token, TokenCache};
@@ -216,27 +217,27 @@ impl Credentials {
     async fn refresh_jwks(&self) {
         let Some((verifier, client)) = &self.jwks else { return };
         let Some(uri) = verifier.url_due(self.clock.now()) else { return };
+        const PEER: &str = "the JWKS URL";
         let fetch = async {
             let req = http::Request::get(uri.clone())
                 .header(http::header::ACCEPT, "application/json")
                 .body(http_body_util::Full::new(bytes::Bytes::new()))
-                .map_err(|e| e.to_string())?;
-            let rsp = client
-                .request(req)
-                .await
-                .map_err(|e| format!("the JWKS URL could not be reached: {}", ErrorChain(&e)))?;
+                .map_err(|e| FetchError::Request { what: e.to_string() })?;
+            let rsp = client.request(req).await.map_err(|source| FetchError::Unreachable { peer: PEER, source })?;
             if !rsp.status().is_success() {
-                return Err(format!("the JWKS URL answered {}", rsp.status().as_u16()));
+                let status = rsp.status().as_u16();
+                return Err(FetchError::Refused { peer: PEER, status, code: "-".to_owned(), during: None });
             }
             let body = http_body_util::Limited::new(rsp.into_body(), 256 * 1024);
             http_body_util::BodyExt::collect(body)
                 .await
                 .map(|b| b.to_bytes())
-                .map_err(|e| format!("the JWKS is unreadable: {}", ErrorChain(&*e)))
+                .map_err(|source| FetchError::Unreadable { peer: PEER, source })
         };
         let result = tokio::time::timeout(JWKS_TIMEOUT, fetch)
             .await
-            .unwrap_or_else(|_| Err(format!("the JWKS URL did not answer within {} s", JWKS_TIMEOUT.as_secs())));
+            .unwrap_or_else(|_| Err(FetchError::Timeout { peer: PEER, after: JWKS_TIMEOUT }))
+            .map_err(|e| ErrorChain(&e).to_string());
         verifier.fetched(result, self.clock.now());
     }
 }
