@@ -7,16 +7,17 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::Body;
-use crate::gateway::{Gateway, Peer};
+use crate::gateway::Gateway;
 use crate::listener::Handler;
+use crate::listener::Peer;
 
 #[derive(Clone)]
-pub struct Admin {
+pub(crate) struct Admin {
     gateway: Gateway,
 }
 
 impl Admin {
-    pub fn new(gateway: Gateway) -> Self {
+    pub(crate) fn new(gateway: Gateway) -> Self {
         Admin { gateway }
     }
 }

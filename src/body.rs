@@ -12,18 +12,22 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{sleep, Sleep};
 
-use crate::error::BoxError;
+use crate::cause::BoxError;
+use crate::upstream::{Error as UpstreamError, Phase};
 
+/// The body of every response the gateway sends: one it made, or the upstream's streamed.
 pub enum Body {
     Full(Option<Bytes>),
     Upstream { inner: Incoming, idle: Duration, timer: Pin<Box<Sleep>> },
 }
 
 impl Body {
+    /// A body held in memory; an empty one sends no data frame.
     pub fn full(bytes: Bytes) -> Self {
         Body::Full(Some(bytes).filter(|b| !b.is_empty()))
     }
 
+    /// No body.
     pub fn empty() -> Self {
         Body::Full(None)
     }
@@ -36,17 +40,6 @@ impl Body {
         Body::Upstream { inner, idle, timer: Box::pin(sleep(idle)) }
     }
 }
-
-#[derive(Debug)]
-struct StalledBody(Duration);
-
-impl std::fmt::Display for StalledBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the upstream body sent nothing for {} ms", self.0.as_millis())
-    }
-}
-
-impl std::error::Error for StalledBody {}
 
 impl http_body::Body for Body {
     type Data = Bytes;
@@ -61,7 +54,9 @@ impl http_body::Body for Body {
                     Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
                 }
                 Poll::Pending => match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(StalledBody(*idle).into()))),
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(UpstreamError::Timeout { phase: Phase::Body, after: *idle }.into())))
+                    }
                     Poll::Pending => Poll::Pending,
                 },
             },

@@ -9,13 +9,16 @@ use std::process::ExitCode;
 use crate::config::{Config, ConfigError};
 use crate::{listener, telemetry, Gateway};
 
+/// Exit code: the gateway ran and failed (could not bind, could not start).
 pub const EXIT_RUNTIME: u8 = 1;
+/// Exit code: the command line is wrong.
 pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_CONFIG: u8 = 64;
+pub(crate) const EXIT_CONFIG: u8 = 64;
 
 /// The environment variable naming the config file when `--config` is not given.
-pub const CONFIG_ENV: &str = "SPARKRTC_GATEWAY_CONFIG";
+pub(crate) const CONFIG_ENV: &str = "SPARKRTC_GATEWAY_CONFIG";
 
+/// `sparkrtc-gateway --help`.
 pub const HELP: &str = "\
 sparkrtc-gateway: call Huawei Cloud SparkRTC without holding its credentials
 
@@ -49,6 +52,7 @@ pub struct Args {
     pub tls_key: Option<PathBuf>,
 }
 
+/// Reads the command line after the program name; `Err` says what is wrong with it.
 pub fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let command = args.next().ok_or("no command given")?;
     let mut parsed = Args { command, config: None, listen: None, tls_cert: None, tls_key: None };
@@ -70,10 +74,12 @@ pub fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String
     Ok(parsed)
 }
 
+/// Writes a line for the user on stdout (the commands' output, not logs).
 pub fn out(text: &str) {
     let _ = writeln!(std::io::stdout(), "{text}");
 }
 
+/// Writes a line for the user on stderr.
 pub fn err(text: &str) {
     let _ = writeln!(std::io::stderr(), "{text}");
 }
@@ -86,11 +92,12 @@ fn load(args: &Args) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| report(&e))
 }
 
-pub fn report(e: &ConfigError) -> ExitCode {
+pub(crate) fn report(e: &ConfigError) -> ExitCode {
     err(&e.to_string());
     ExitCode::from(EXIT_CONFIG)
 }
 
+/// `check`: validates the config file and reports every problem (exit 64 when there are any).
 pub fn check(args: &Args) -> ExitCode {
     match load(args) {
         Err(code) => code,
@@ -110,6 +117,7 @@ pub fn check(args: &Args) -> ExitCode {
     }
 }
 
+/// `serve`: runs the gateway until SIGTERM or SIGINT; SIGHUP (or a changed file, with `watch_config`) reloads.
 pub async fn serve(args: &Args) -> ExitCode {
     // Before anything can announce that the gateway serves: a SIGHUP that arrives early must
     // find its handler installed (the default action would end the process), and a change to
@@ -124,12 +132,12 @@ pub async fn serve(args: &Args) -> ExitCode {
     telemetry::init(&config.log);
     let started = match Gateway::new(config) {
         Ok(gateway) => crate::server::start(gateway, args.listen).await,
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
     let running = match started {
         Ok(r) => r,
         Err(e) => {
-            err(&format!("cannot start: {e}"));
+            err(&format!("cannot start: {}", crate::cause::ErrorChain(&*e)));
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
@@ -230,6 +238,7 @@ impl Signals {
     }
 }
 
+/// `sandbox`: runs the SparkRTC stand-in until SIGTERM or SIGINT.
 pub async fn sandbox(args: &Args) -> ExitCode {
     let config = match load(args) {
         Ok(c) => c,
@@ -240,7 +249,7 @@ pub async fn sandbox(args: &Args) -> ExitCode {
         (Some(cert), Some(key)) => match crate::tls::server_config(cert, key) {
             Ok(tls) => Some(tls),
             Err(e) => {
-                err(&format!("cannot load the sandbox certificate: {e}"));
+                err(&format!("cannot load the sandbox certificate: {}", crate::cause::ErrorChain(&e)));
                 return ExitCode::from(EXIT_RUNTIME);
             }
         },
@@ -259,12 +268,19 @@ pub async fn sandbox(args: &Args) -> ExitCode {
         }
     };
     out(&format!("sandbox: SparkRTC stand-in on {}://{listen}", if tls.is_some() { "https" } else { "http" }));
-    listener::serve(listener, tls, crate::sandbox::Sandbox::new(&config), stop_signal(), listener::DEFAULT_GRACE).await;
+    listener::serve(
+        listener,
+        tls,
+        crate::sandbox::Sandbox::new(&config),
+        stop_signal(),
+        crate::config::DEFAULT_GRACE_PERIOD,
+    )
+    .await;
     ExitCode::SUCCESS
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C); SIGHUP is ignored here.
-pub async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     let mut signals = Signals::new();
     while let Signal::Reload = signals.next().await {}
 }

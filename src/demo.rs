@@ -18,10 +18,11 @@ use crate::config::Config;
 use crate::sandbox::Sandbox;
 use crate::{listener, telemetry, Gateway};
 
-pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
-pub const EXAMPLE_PATH: &str = "/v2/apps/demo-app/rooms/room-1/batch-remove-users";
-pub const EXAMPLE_BODY: &str = r#"{"user_ids": ["user001", "user002"]}"#;
+pub(crate) const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
+pub(crate) const EXAMPLE_PATH: &str = "/v2/apps/demo-app/rooms/room-1/batch-remove-users";
+pub(crate) const EXAMPLE_BODY: &str = r#"{"user_ids": ["user001", "user002"]}"#;
 
+/// `demo`: starts a sandbox and a gateway in front of it, sends one RemoveUsers call and prints what came back.
 pub async fn run(listen: Option<SocketAddr>) -> ExitCode {
     let mut config = match Config::parse(DEMO_CONFIG, "config/demo.toml (embedded)", Path::new("."), &|_| None) {
         Ok(c) => c,
@@ -38,7 +39,7 @@ pub async fn run(listen: Option<SocketAddr>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            err(&format!("demo failed: {e}"));
+            err(&format!("demo failed: {}", crate::cause::ErrorChain(&*e)));
             ExitCode::from(EXIT_RUNTIME)
         }
     }
@@ -49,7 +50,13 @@ async fn start(config: &mut Config, listen: Option<SocketAddr>) -> Result<Socket
     let sandbox_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let sandbox_addr = sandbox_listener.local_addr()?;
     let sandbox = Sandbox::new(config);
-    tokio::spawn(listener::serve(sandbox_listener, None, sandbox, std::future::pending(), listener::DEFAULT_GRACE));
+    tokio::spawn(listener::serve(
+        sandbox_listener,
+        None,
+        sandbox,
+        std::future::pending(),
+        crate::config::DEFAULT_GRACE_PERIOD,
+    ));
     config.upstream.authority = sandbox_addr.to_string().parse()?;
     out(&format!("sandbox: SparkRTC stand-in on http://{sandbox_addr}, verifying every signature"));
 

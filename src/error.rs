@@ -13,12 +13,12 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::Body;
 use crate::catalog::RouteError;
+use crate::cause::BoxError;
 use crate::policy::{IdentifyError, TokenRefusal};
 use crate::ratelimit::{BackendError, Limited, Refusal};
+use crate::upstream;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-pub const HEADER_GATEWAY_ERROR: &str = "x-gateway-error";
+pub(crate) const HEADER_GATEWAY_ERROR: &str = "x-gateway-error";
 
 /// The shared limiter reconnects within about a second; callers retry after this.
 const LIMITER_RETRY_AFTER_SECS: u64 = 1;
@@ -73,7 +73,7 @@ pub enum GatewayError {
     LimiterUnavailable(BackendError),
 
     // The upstream's: 5xx.
-    UpstreamUnreachable(BoxError),
+    UpstreamUnreachable(upstream::Error),
     UpstreamTimeout {
         after: Duration,
     },
@@ -218,7 +218,8 @@ impl std::error::Error for GatewayError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         use GatewayError::*;
         match self {
-            BodyRead(e) | UpstreamUnreachable(e) | Internal(e) => Some(e.as_ref()),
+            BodyRead(e) | Internal(e) => Some(e.as_ref()),
+            UpstreamUnreachable(e) => Some(e),
             BadRoute(e) | UnknownOperation(e) => Some(e),
             LimiterUnavailable(e) => Some(e),
             AppNotServed { .. }
@@ -235,6 +236,17 @@ impl std::error::Error for GatewayError {
             | BodyTimeout { .. }
             | CredentialsUnavailable { .. }
             | UpstreamTimeout { .. } => None,
+        }
+    }
+}
+
+/// The upstream client's errors, worded for the request path: a timeout is a 504 with its
+/// duration, anything else a 502 whose cause (the connect error) goes to the log.
+impl From<upstream::Error> for GatewayError {
+    fn from(e: upstream::Error) -> Self {
+        match e {
+            upstream::Error::Timeout { after, .. } => GatewayError::UpstreamTimeout { after },
+            e => GatewayError::UpstreamUnreachable(e),
         }
     }
 }
@@ -294,7 +306,7 @@ mod tests {
             (GatewayError::BodyTooLarge { limit: 1 }, 413, "RTCGW.4130"),
             (GatewayError::RateLimited(limited()), 429, "RTCGW.4290"),
             (GatewayError::Internal(io("bug")), 500, "RTCGW.5000"),
-            (GatewayError::UpstreamUnreachable(io("refused")), 502, "RTCGW.5020"),
+            (GatewayError::UpstreamUnreachable(unreachable()), 502, "RTCGW.5020"),
             (GatewayError::CredentialsUnavailable { retry_after_secs: 5 }, 503, "RTCGW.5030"),
             (GatewayError::LimiterUnavailable(BackendError::Timeout(Duration::from_millis(50))), 503, "RTCGW.5031"),
             (GatewayError::UpstreamTimeout { after: Duration::from_secs(1) }, 504, "RTCGW.5040"),
@@ -322,9 +334,40 @@ mod tests {
         assert_eq!(rsp.headers()["retry-after"], "1");
     }
 
+    /// A real connect failure: a port nothing listens on (bound, then closed).
+    fn unreachable() -> upstream::Error {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port());
+        let port = port.unwrap_or_else(|e| panic!("{e}"));
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build::<_, http_body_util::Empty<Bytes>>(hyper_util::client::legacy::connect::HttpConnector::new());
+        let uri: http::Uri = format!("http://127.0.0.1:{port}/").parse().unwrap_or_else(|e| panic!("{e}"));
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
+        match runtime.block_on(client.get(uri)) {
+            Err(e) => upstream::Error::Connect(e),
+            Ok(_) => panic!("nothing listens on port {port}"),
+        }
+    }
+
     #[test]
-    fn server_side_details_stay_out_of_the_response() {
-        let err = GatewayError::UpstreamUnreachable(io("tcp connect 10.1.2.3:443: refused"));
-        assert!(!err.caller_message().contains("10.1.2.3"));
+    fn server_side_details_stay_out_of_the_response_and_go_to_the_log() {
+        let err = GatewayError::UpstreamUnreachable(unreachable());
+        assert!(!err.caller_message().contains("127.0.0.1"));
+        assert!(!err.caller_message().contains("refused"));
+        let logged = crate::cause::ErrorChain(&err).to_string();
+        assert!(
+            logged.contains("RTCGW.5020 UpstreamUnreachable: SparkRTC could not be reached: cannot connect"),
+            "{logged}"
+        );
+    }
+
+    #[test]
+    fn upstream_timeouts_are_504_with_their_duration() {
+        let after = Duration::from_millis(1500);
+        for phase in [upstream::Phase::Connect, upstream::Phase::Response] {
+            let err = GatewayError::from(upstream::Error::Timeout { phase, after });
+            assert!(matches!(err, GatewayError::UpstreamTimeout { after: a } if a == after), "{err}");
+        }
     }
 }

@@ -1,10 +1,9 @@
-//! The request path. [`Gateway::handle`] always answers; [`Gateway::proxy`] is the path itself,
+//! The request path. [`Gateway::handle`] always answers; `Gateway::proxy` is the path itself,
 //! a list of named phases in order, each returning early with the error that ends the call.
 //!
 //! The configuration-derived state (config, limiters, upstream client) sits behind one atomic
 //! pointer: a reload swaps it whole, and each call keeps the state it started with.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,10 +16,12 @@ use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::catalog::{Catalog, Route};
+use crate::cause::BoxError;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{App, Config, Profile};
 use crate::credentials::{Authorization, Credentials};
-use crate::error::{BoxError, GatewayError};
+use crate::error::GatewayError;
+pub use crate::listener::Peer;
 use crate::metrics::{Counters, Metrics};
 use crate::policy::{Decision, Identity};
 use crate::ratelimit::{Limits, Subject};
@@ -39,19 +40,43 @@ const SKEW_WARN_SECS: u64 = 180;
 
 const USER_AGENT: &str = concat!("sparkrtc-gateway/", env!("CARGO_PKG_VERSION"));
 
-/// Where a call came from: the TCP peer, and the names on its client certificate if any.
-#[derive(Clone, Debug)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    pub cert_names: Arc<[String]>,
+/// Why a gateway could not be built from a validated config, by the stage that failed. Only
+/// what validation cannot see fails here: a CA file that is a file but not PEM, a shared
+/// limiter that cannot be set up.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The upstream client's TLS configuration (`upstream.ca_file`).
+    UpstreamTls(crate::tls::Error),
+    /// The rate limiter (the Redis client for `limits.backend`).
+    Limiter(crate::ratelimit::BackendError),
 }
 
-impl Peer {
-    pub fn tcp(addr: SocketAddr) -> Self {
-        Peer { addr, cert_names: Arc::new([]) }
+impl BuildError {
+    /// The stage that failed, for logs and reload reports.
+    pub fn stage(&self) -> &'static str {
+        match self {
+            BuildError::UpstreamTls(_) => "build the upstream TLS configuration",
+            BuildError::Limiter(_) => "build the rate limiter",
+        }
     }
 }
 
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot {}", self.stage())
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::UpstreamTls(e) => Some(e),
+            BuildError::Limiter(e) => Some(e),
+        }
+    }
+}
+
+/// The gateway: the request path over the state built from one configuration, swapped whole by a reload. Cheap to clone.
 #[derive(Clone)]
 pub struct Gateway {
     inner: Arc<Inner>,
@@ -74,15 +99,24 @@ struct State {
 }
 
 impl Gateway {
-    pub fn new(config: Config) -> Result<Self, BoxError> {
+    /// Builds the gateway for `config` on the system clock.
+    pub fn new(config: Config) -> Result<Self, BuildError> {
         Gateway::with_clock(config, Arc::new(SystemClock))
     }
 
-    pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, BoxError> {
+    /// Builds the gateway for `config` on `clock` (tests pin time with it).
+    pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, BuildError> {
         let metrics = Arc::new(Metrics::default());
-        let upstream = Upstream::new(&config.upstream)?;
-        let credentials = Credentials::build(&config, &upstream, clock.clone(), metrics.clone(), None);
-        let limits = Limits::new(config.limit_plan(), &config.limits.backend)?;
+        let upstream = Upstream::new(&config.upstream).map_err(BuildError::UpstreamTls)?;
+        let credentials = Credentials::build(
+            &config.profiles,
+            config.callers.jwt.clone(),
+            &upstream,
+            clock.clone(),
+            metrics.clone(),
+            None,
+        );
+        let limits = Limits::new(config.limit_plan(), &config.limits.backend).map_err(BuildError::Limiter)?;
         let state = State { upstream, limits, credentials, config: Arc::new(config) };
         let inner = Inner {
             state: ArcSwap::from_pointee(state),
@@ -97,21 +131,29 @@ impl Gateway {
     /// Swaps in a new configuration for the calls that start after this. Limits whose key and
     /// spec are unchanged keep their state, and so do IAM tokens of unchanged profiles; the
     /// connection pool is kept unless the upstream changed.
-    pub fn reload(&self, config: Config) -> Result<(), BoxError> {
+    pub fn reload(&self, config: Config) -> Result<(), BuildError> {
         let old = self.inner.state.load();
         let upstream = if old.config.upstream == config.upstream {
             old.upstream.clone()
         } else {
-            Upstream::new(&config.upstream)?
+            Upstream::new(&config.upstream).map_err(BuildError::UpstreamTls)?
         };
-        let limits = old.limits.reloaded(config.limit_plan(), &config.limits.backend)?;
+        let limits = old.limits.reloaded(config.limit_plan(), &config.limits.backend).map_err(BuildError::Limiter)?;
         let (clock, metrics) = (self.inner.clock.clone(), self.inner.metrics.clone());
-        let credentials = Credentials::build(&config, &upstream, clock, metrics, Some(&old.credentials));
+        let credentials = Credentials::build(
+            &config.profiles,
+            config.callers.jwt.clone(),
+            &upstream,
+            clock,
+            metrics,
+            Some(&old.credentials),
+        );
         self.inner.state.store(Arc::new(State { config: Arc::new(config), limits, upstream, credentials }));
-        self.inner.metrics.counters.config_reloads.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.counters.config_reloaded();
         Ok(())
     }
 
+    /// The configuration calls that start now are served with.
     pub fn config(&self) -> Arc<Config> {
         self.inner.state.load().config.clone()
     }
@@ -122,7 +164,7 @@ impl Gateway {
     }
 
     /// Whether this replica should get traffic, and why: not draining, and able to serve its
-    /// apps as `[admin] readiness` asks (see [`readiness`]).
+    /// apps as `[admin] readiness` asks (see the `readiness` module).
     pub fn readiness(&self) -> Report {
         if self.inner.draining.load(Ordering::SeqCst) {
             return readiness::draining();
@@ -163,10 +205,6 @@ impl Gateway {
     pub async fn probe_limiter(&self) {
         let state = self.inner.state.load_full();
         state.limits.probe().await;
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
     }
 
     /// Refusals and shadow-mode decisions so far.
@@ -251,7 +289,7 @@ impl Gateway {
             Decision::Allowed => Ok(()),
             Decision::Refused(why) => Err(GatewayError::NotAllowed(why)),
             Decision::ShadowRefused(why) => {
-                self.inner.metrics.shadow_allowlist();
+                self.inner.metrics.counters.shadow_refused_by_allowlist();
                 record.shadow(&why);
                 Ok(())
             }
@@ -270,7 +308,7 @@ impl Gateway {
         self.inner.metrics.limiter(&checked.via);
         let shadowed = checked.verdict?;
         for limited in shadowed {
-            self.inner.metrics.shadow_rate_limit();
+            self.inner.metrics.counters.shadow_refused_by_rate_limit();
             record.shadow(&format!(
                 "{} limit {}/{}s would refuse",
                 limited.policy,
@@ -302,7 +340,7 @@ impl Gateway {
         tracing::warn!(profile = %profile.name, "SparkRTC refused the IAM token; fetching a new one and retrying once");
         state.credentials.invalidate(profile, token);
         let fresh = state.credentials.authorization(profile).await?;
-        state.upstream.send(self.upstream_request(&state.config, route, headers, profile, &fresh, body)?).await
+        Ok(state.upstream.send(self.upstream_request(&state.config, route, headers, profile, &fresh, body)?).await?)
     }
 
     /// Builds the upstream request from the signed parts only. AK/SK: signs the exact bytes that
@@ -348,14 +386,8 @@ impl Gateway {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = route.operation.method.clone();
         *req.uri_mut() = uri;
+        *req.headers_mut() = headers.to_header_map().map_err(|e| GatewayError::Internal(Box::new(e)))?;
         let out = req.headers_mut();
-        for (name, value) in headers.iter() {
-            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| internal(e.into()))?;
-            let mut value = HeaderValue::from_str(value).map_err(|e| internal(e.into()))?;
-            // Keeps credentials out of hyper's own debug output.
-            value.set_sensitive(true);
-            out.insert(name, value);
-        }
         // Not signed, so the upstream ignores it for authentication; it only names us in its logs.
         out.insert(http::header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         Ok(req)
@@ -374,7 +406,7 @@ impl Gateway {
             Ok(ahead) => i64::try_from(ahead.as_secs()).unwrap_or(i64::MAX),
             Err(behind) => -i64::try_from(behind.duration().as_secs()).unwrap_or(i64::MAX),
         };
-        self.inner.metrics.clock_skew_secs.store(skew, Ordering::Relaxed);
+        self.inner.metrics.clock_skew(skew);
         let now_secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let last = self.inner.last_skew_warning.load(Ordering::Relaxed);
         if skew.unsigned_abs() > SKEW_WARN_SECS && now_secs >= last + 60 {

@@ -2,44 +2,50 @@
 //!
 //! Callers send plain SparkRTC REST calls without credentials; the gateway recognises the
 //! operation ([`catalog`]), signs the call with the app's AK/SK ([`signer`]) and relays it to
-//! SparkRTC over TLS ([`upstream`], [`relay`]). [`gateway`] holds the request path.
+//! SparkRTC over TLS (`upstream`, [`relay`]). [`gateway`] holds the request path.
+//!
+//! Modules are layered and import only downwards (ARCHITECTURE.md, enforced by
+//! `tests/architecture.rs`); everything is `pub(crate)` but what the binary, the tests, the
+//! benches and the fuzz targets use.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod body;
 pub mod catalog;
+pub mod cause;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod credentials;
+pub(crate) mod credentials;
 pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod listener;
-pub mod metrics;
-pub mod policy;
+pub(crate) mod metrics;
+pub(crate) mod policy;
 pub mod ratelimit;
-pub mod readiness;
+pub(crate) mod readiness;
 pub mod relay;
-pub mod request_id;
+pub(crate) mod request_id;
 pub mod sandbox;
 pub mod secret;
-pub mod server;
+pub(crate) mod server;
 pub mod signer;
-pub mod telemetry;
+mod stream;
+pub(crate) mod telemetry;
 pub mod tls;
-pub mod upstream;
+pub(crate) mod upstream;
 pub mod validate;
 
+pub use cause::BoxError;
 pub use config::Config;
-pub use error::BoxError;
 pub use gateway::Gateway;
-pub use server::{start, Running};
+pub use server::{start, ReloadError, Running};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 
 impl listener::Handler for Gateway {
-    async fn call(&self, req: Request<Incoming>, peer: gateway::Peer) -> Response<body::Body> {
+    async fn call(&self, req: Request<Incoming>, peer: listener::Peer) -> Response<body::Body> {
         self.handle(req, &peer).await
     }
 }

@@ -1,16 +1,15 @@
 //! The accept loop: HTTP/1.1 and HTTP/2 (prior knowledge or ALPN) on a TCP or Unix socket,
 //! optionally behind TLS, each connection served by a [`Handler`], and a graceful stop that
 //! lets calls in flight finish. Connections are bounded in number and in idle time
-//! ([`connections`]), and requests with ambiguous framing are refused before any handler sees
+//! (`connections`), and requests with ambiguous framing are refused before any handler sees
 //! them.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -18,20 +17,17 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::Body;
 use crate::error::GatewayError;
-use crate::gateway::Peer;
+use crate::stream::{Either, MaybeTls};
 
 mod connections;
 
-pub use connections::{
-    CallGuard, Connection, ConnectionLimits, Connections, Tracked, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-};
+pub(crate) use connections::{Connection, ConnectionLimits, Connections, Tracked, DEFAULT_MAX_CONNECTIONS};
 
 /// Slow-loris guard: once a request head has started, it must be complete within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,11 +39,23 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Pause after a failed accept, so a persistent error (no file descriptors) does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// How long calls in flight may take to finish after the stop signal, by default.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// Where a call came from: the TCP peer, and the names on its client certificate if any.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub cert_names: Arc<[String]>,
+}
+
+impl Peer {
+    /// A TCP peer with no client certificate.
+    pub fn tcp(addr: SocketAddr) -> Self {
+        Peer { addr, cert_names: Arc::new([]) }
+    }
+}
 
 /// Anything that answers requests: the gateway, the admin endpoints, the sandbox.
 pub trait Handler: Clone + Send + Sync + 'static {
+    /// Answers one request from `peer`; never fails: errors are answers too.
     fn call(&self, req: Request<Incoming>, peer: Peer) -> impl Future<Output = Response<Body>> + Send;
 }
 
@@ -64,55 +72,25 @@ impl Socket {
             Socket::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
                 let _ = s.set_nodelay(true);
-                Ok((Stream::Tcp(s), peer))
+                Ok((Either::A(s), peer))
             }
             // A Unix-socket peer is a process on this host: it counts as loopback for policy.
             #[cfg(unix)]
-            Socket::Unix(l) => Ok((Stream::Unix(l.accept().await?.0), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))),
+            Socket::Unix(l) => Ok((Either::B(l.accept().await?.0), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))),
         }
     }
 }
 
-/// An accepted connection.
-pub enum Stream {
-    Tcp(TcpStream),
-    #[cfg(unix)]
-    Unix(tokio::net::UnixStream),
-}
-
-macro_rules! delegate {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self.get_mut() {
-            Stream::Tcp($s) => $e,
-            #[cfg(unix)]
-            Stream::Unix($s) => $e,
-        }
-    };
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_read(cx, buf))
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        delegate!(self, s => Pin::new(s).poll_write(cx, buf))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => Pin::new(s).poll_shutdown(cx))
-    }
-}
+/// An accepted connection: TCP, or a Unix socket.
+#[cfg(unix)]
+pub(crate) type Stream = Either<TcpStream, tokio::net::UnixStream>;
+/// An accepted connection (TCP only where there are no Unix sockets).
+#[cfg(not(unix))]
+pub(crate) type Stream = Either<TcpStream, TcpStream>;
 
 /// Serves until `shutdown` resolves, then stops accepting (the socket is closed, so new
 /// connections are refused) and waits up to `grace` for open connections to finish their calls.
-/// Connections are bounded by [`ConnectionLimits::default`].
+/// Connections are bounded by `ConnectionLimits::default`.
 pub async fn serve<H: Handler>(
     socket: impl Into<Socket>,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -126,7 +104,7 @@ pub async fn serve<H: Handler>(
 
 /// [`serve`], with the open connections counted and bounded by `connections` (which two
 /// sockets of one gateway may share).
-pub async fn serve_with<H: Handler>(
+pub(crate) async fn serve_with<H: Handler>(
     socket: impl Into<Socket>,
     tls: Option<Arc<rustls::ServerConfig>>,
     handler: H,
@@ -257,12 +235,12 @@ async fn connection<H: Handler>(
 }
 
 /// Finishes TLS when the listener has it. `None`: the handshake failed.
-async fn handshake(acceptor: &Option<TlsAcceptor>, stream: Stream, addr: SocketAddr) -> Option<(Either, Peer)> {
-    let Some(acceptor) = acceptor else { return Some((Either::Plain(stream), Peer::tcp(addr))) };
+async fn handshake(acceptor: &Option<TlsAcceptor>, stream: Stream, addr: SocketAddr) -> Option<(Accepted, Peer)> {
+    let Some(acceptor) = acceptor else { return Some((Either::A(stream), Peer::tcp(addr))) };
     match acceptor.accept(stream).await {
         Ok(tls) => {
             let names = crate::tls::peer_names(tls.get_ref().1);
-            Some((Either::Tls(Box::new(tls)), Peer { addr, cert_names: names.into() }))
+            Some((Either::B(Box::new(tls)), Peer { addr, cert_names: names.into() }))
         }
         Err(e) => {
             tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
@@ -275,7 +253,7 @@ async fn handshake(acceptor: &Option<TlsAcceptor>, stream: Stream, addr: SocketA
 /// `Connection: close`, since where the next request would start is exactly what is unclear.
 fn refuse_framing(err: &GatewayError, req: &Request<Incoming>, peer: &Peer) -> Response<Body> {
     let request_id = crate::request_id::from_caller(req.headers());
-    tracing::warn!(request_id = %request_id, peer = %peer.addr, method = %req.method(), error = %err, "request refused for its framing; closing the connection");
+    tracing::warn!(request_id = %request_id, peer = %peer.addr, method = %req.method(), error = %crate::cause::ErrorChain(err), "request refused for its framing; closing the connection");
     let mut rsp = err.to_response(&request_id);
     crate::relay::mark(rsp.headers_mut(), &request_id);
     rsp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
@@ -296,39 +274,4 @@ impl From<tokio::net::UnixListener> for Socket {
 }
 
 /// A connection with or without TLS.
-enum Either {
-    Plain(Stream),
-    Tls(Box<tokio_rustls::server::TlsStream<Stream>>),
-}
-
-impl AsyncRead for Either {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Either::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Either::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Either {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Either::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Either::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Either::Plain(s) => Pin::new(s).poll_flush(cx),
-            Either::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Either::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Either::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+type Accepted = MaybeTls<Stream, tokio_rustls::server::TlsStream<Stream>>;

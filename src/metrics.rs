@@ -43,27 +43,61 @@ impl Histogram {
     }
 }
 
-/// Refusals by reason and shadow-mode decisions.
+/// Refusals by reason, shadow-mode decisions, upstream failures, token fetches and reloads.
+/// Bumped only through the methods below, each named for the event it counts; read through
+/// one method per counter.
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub refused_allowlist: AtomicU64,
-    pub refused_rate_limit: AtomicU64,
-    pub refused_validation: AtomicU64,
-    pub refused_routing: AtomicU64,
-    pub refused_credentials: AtomicU64,
-    pub refused_limiter: AtomicU64,
-    pub shadow_allowlist: AtomicU64,
-    pub shadow_rate_limit: AtomicU64,
-    pub upstream_connect_errors: AtomicU64,
-    pub upstream_timeouts: AtomicU64,
-    pub token_refreshes: AtomicU64,
-    pub token_refresh_failures: AtomicU64,
-    pub config_reloads: AtomicU64,
-    pub config_reload_failures: AtomicU64,
+    refused_allowlist: AtomicU64,
+    refused_rate_limit: AtomicU64,
+    refused_validation: AtomicU64,
+    refused_routing: AtomicU64,
+    refused_credentials: AtomicU64,
+    refused_limiter: AtomicU64,
+    shadow_allowlist: AtomicU64,
+    shadow_rate_limit: AtomicU64,
+    upstream_connect_errors: AtomicU64,
+    upstream_timeouts: AtomicU64,
+    token_refreshes: AtomicU64,
+    token_refresh_failures: AtomicU64,
+    config_reloads: AtomicU64,
+    config_reload_failures: AtomicU64,
 }
 
+/// One reader per counter: `counters.config_reload_failures()`.
+macro_rules! readers {
+    ($($name:ident),* $(,)?) => {
+        impl Counters {
+            $(
+                #[doc = concat!("The `", stringify!($name), "` count so far.")]
+                pub fn $name(&self) -> u64 {
+                    self.$name.load(Ordering::Relaxed)
+                }
+            )*
+        }
+    };
+}
+
+readers!(
+    refused_allowlist,
+    refused_rate_limit,
+    refused_validation,
+    refused_routing,
+    refused_credentials,
+    refused_limiter,
+    shadow_allowlist,
+    shadow_rate_limit,
+    upstream_connect_errors,
+    upstream_timeouts,
+    token_refreshes,
+    token_refresh_failures,
+    config_reloads,
+    config_reload_failures,
+);
+
 impl Counters {
-    pub fn refused(&self, err: &GatewayError) {
+    /// A call the gateway refused (or could not complete upstream), by reason.
+    pub(crate) fn refused(&self, err: &GatewayError) {
         use GatewayError::*;
         let counter = match err {
             NotAllowed(_)
@@ -85,7 +119,31 @@ impl Counters {
             LimiterUnavailable(_) => &self.refused_limiter,
             Internal(_) => return,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        bump(counter);
+    }
+
+    pub(crate) fn shadow_refused_by_allowlist(&self) {
+        bump(&self.shadow_allowlist);
+    }
+
+    pub(crate) fn shadow_refused_by_rate_limit(&self) {
+        bump(&self.shadow_rate_limit);
+    }
+
+    pub(crate) fn token_refreshed(&self) {
+        bump(&self.token_refreshes);
+    }
+
+    pub(crate) fn token_refresh_failed(&self) {
+        bump(&self.token_refresh_failures);
+    }
+
+    pub(crate) fn config_reloaded(&self) {
+        bump(&self.config_reloads);
+    }
+
+    pub(crate) fn config_reload_failed(&self) {
+        bump(&self.config_reload_failures);
     }
 }
 
@@ -109,14 +167,14 @@ const BACKEND_ERROR_KINDS: [&str; 4] = ["timeout", "connection", "response", "se
 /// `sparkrtc_gateway_requests_total` labels: app, operation, status, origin.
 type RequestLabels = (String, &'static str, u16, &'static str);
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     pub counters: Counters,
     requests: Mutex<BTreeMap<RequestLabels, u64>>,
     call_latency: [Histogram; SLOTS],
     upstream_latency: [Histogram; SLOTS],
     in_flight: AtomicI64,
     /// Last measured offset of our clock from the upstream's `Date`, in seconds (ours minus theirs).
-    pub clock_skew_secs: AtomicI64,
+    clock_skew_secs: AtomicI64,
     limiter: LimiterMetrics,
 }
 
@@ -148,7 +206,7 @@ fn slot_name(i: usize) -> &'static str {
 }
 
 /// Decrements the in-flight gauge when the call is over, however it ends.
-pub struct InFlight<'a>(&'a AtomicI64);
+pub(crate) struct InFlight<'a>(&'a AtomicI64);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -157,13 +215,18 @@ impl Drop for InFlight<'_> {
 }
 
 impl Metrics {
-    pub fn in_flight(&self) -> InFlight<'_> {
+    /// Our clock minus the upstream's `Date`, in seconds, as last measured.
+    pub(crate) fn clock_skew(&self, secs: i64) {
+        self.clock_skew_secs.store(secs, Ordering::Relaxed);
+    }
+
+    pub(crate) fn in_flight(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(&self.in_flight)
     }
 
     /// Records one finished call. `app` must already be a bounded label.
-    pub fn call(
+    pub(crate) fn call(
         &self,
         app: &str,
         op: Option<&'static Operation>,
@@ -183,7 +246,7 @@ impl Metrics {
     }
 
     /// Records how the limiter decided a call.
-    pub fn limiter(&self, via: &Via) {
+    pub(crate) fn limiter(&self, via: &Via) {
         let l = &self.limiter;
         match via {
             Via::Process => {}
@@ -200,17 +263,9 @@ impl Metrics {
         }
     }
 
-    pub fn shadow_allowlist(&self) {
-        bump(&self.counters.shadow_allowlist);
-    }
-
-    pub fn shadow_rate_limit(&self) {
-        bump(&self.counters.shadow_rate_limit);
-    }
-
     /// The Prometheus text exposition (version 0.0.4). `profiles`: each profile and whether its
     /// credentials are usable; `backend_up`: the shared limiter's state (`None`: local).
-    pub fn render(&self, ready: bool, profiles: &[(&str, bool)], backend_up: Option<bool>) -> String {
+    pub(crate) fn render(&self, ready: bool, profiles: &[(&str, bool)], backend_up: Option<bool>) -> String {
         let mut out = String::with_capacity(8 * 1024);
         out.push_str("# HELP sparkrtc_gateway_requests_total Calls answered, by app, operation, status and who made the answer.\n");
         out.push_str("# TYPE sparkrtc_gateway_requests_total counter\n");

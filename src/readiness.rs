@@ -9,10 +9,19 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::config::Readiness;
+/// `[admin] readiness`: when `/readyz` answers 200.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Readiness {
+    /// While at least one served app can be served: a central gateway keeps serving the apps
+    /// whose credentials work while one account's IAM is down.
+    #[default]
+    Any,
+    /// Only while every served app can be served: a sidecar for one app.
+    All,
+}
 
 /// One served app: its id (empty for account-level operations) and its profile's name.
-pub struct ServedApp<'a> {
+pub(crate) struct ServedApp<'a> {
     pub id: &'a str,
     pub profile: &'a str,
     /// A limit on it refuses calls while the limiter backend is down.
@@ -26,13 +35,13 @@ pub struct Report {
     pub text: String,
 }
 
-pub fn draining() -> Report {
+pub(crate) fn draining() -> Report {
     Report { ready: false, text: "not ready: draining\n".to_owned() }
 }
 
 /// `profiles`: each profile's state (`Err` says why it is unusable). `backend_up`: `None` for
 /// the local limiter, else whether Redis answers.
-pub fn assess(
+pub(crate) fn assess(
     mode: Readiness,
     apps: &[ServedApp<'_>],
     profiles: &BTreeMap<&str, Result<(), String>>,

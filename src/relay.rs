@@ -18,18 +18,24 @@ use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::catalog::Operation;
-use crate::error::{BoxError, GatewayError};
+use crate::cause::BoxError;
+use crate::error::GatewayError;
 use crate::signer::{py_strip, HeaderList};
 
 /// Marks every response with the gateway's id for the call, whoever made it.
-pub const HEADER_GATEWAY_REQUEST_ID: &str = "x-gateway-request-id";
+pub(crate) const HEADER_GATEWAY_REQUEST_ID: &str = "x-gateway-request-id";
 
 /// Upstream headers relayed to the caller besides the status and body.
 const RELAYED: [header::HeaderName; 2] = [header::CONTENT_TYPE, header::RETRY_AFTER];
 
 /// Reads the caller's body, refusing more than `limit` bytes before reading them when
 /// `Content-Length` already says so.
-pub async fn read_body<B>(body: B, headers: &HeaderMap, limit: u64, within: Duration) -> Result<Bytes, GatewayError>
+pub(crate) async fn read_body<B>(
+    body: B,
+    headers: &HeaderMap,
+    limit: u64,
+    within: Duration,
+) -> Result<Bytes, GatewayError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -54,7 +60,7 @@ where
 /// proxy sits in front. hyper itself refuses a final coding other than chunked, and when
 /// `Content-Length` comes with `Transfer-Encoding` it drops the length and closes the
 /// connection after the answer (RFC 9112 §6.3), so the handler never sees both.
-pub fn framing(headers: &HeaderMap) -> Result<(), GatewayError> {
+pub(crate) fn framing(headers: &HeaderMap) -> Result<(), GatewayError> {
     let mut codings = 0usize;
     for value in headers.get_all(header::TRANSFER_ENCODING) {
         let text = value.to_str().map_err(|_| GatewayError::AmbiguousFraming("Transfer-Encoding is not text"))?;
@@ -99,7 +105,7 @@ pub fn base_headers(caller: &HeaderMap, op: &Operation) -> Result<HeaderList, Ga
 }
 
 /// The caller's response: upstream status, `X-request-Id`, `Content-Type`, `Retry-After`, body.
-pub fn to_caller(rsp: Response<Incoming>, request_id: &str, idle: Duration) -> Response<Body> {
+pub(crate) fn to_caller(rsp: Response<Incoming>, request_id: &str, idle: Duration) -> Response<Body> {
     let (parts, incoming) = rsp.into_parts();
     let mut out = Response::new(Body::upstream(incoming, idle));
     *out.status_mut() = parts.status;
@@ -118,7 +124,7 @@ pub fn to_caller(rsp: Response<Incoming>, request_id: &str, idle: Duration) -> R
 }
 
 /// Adds the gateway's request id to any response.
-pub fn mark(headers: &mut HeaderMap, request_id: &str) {
+pub(crate) fn mark(headers: &mut HeaderMap, request_id: &str) {
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(HEADER_GATEWAY_REQUEST_ID, v);
     }

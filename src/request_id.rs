@@ -9,13 +9,13 @@ use std::sync::OnceLock;
 use http::HeaderMap;
 
 /// `X-request-Id`, SparkRTC's spelling; header names match case-insensitively.
-pub const HEADER: &str = "x-request-id";
+pub(crate) const HEADER: &str = "x-request-id";
 
 const MAX_CALLER_ID_LEN: usize = 128;
 
 /// Unique per process without a random-number crate: a counter hashed under the process's
 /// randomly keyed SipHash state, twice for 128 bits.
-pub fn generate() -> String {
+pub(crate) fn generate() -> String {
     static STATE: OnceLock<RandomState> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let state = STATE.get_or_init(RandomState::new);
@@ -27,7 +27,7 @@ pub fn generate() -> String {
 }
 
 /// The caller's id if it is short, visible ASCII; a generated one otherwise.
-pub fn from_caller(headers: &HeaderMap) -> String {
+pub(crate) fn from_caller(headers: &HeaderMap) -> String {
     headers
         .get(HEADER)
         .and_then(|v| v.to_str().ok())

@@ -5,10 +5,12 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
+/// A secret string, redacted in `Debug` and `Display`, zeroed when dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Zeroizing<String>);
 
 impl Secret {
+    /// Wraps a secret.
     pub fn new(value: impl Into<String>) -> Self {
         Secret(Zeroizing::new(value.into()))
     }
@@ -23,6 +25,13 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret([redacted])")
     }
+}
+
+/// Whether two byte strings are equal, in time that depends on their lengths only, not on
+/// where they first differ: for comparing a presented secret (a caller key's digest, a
+/// signature) with the expected one without telling an attacker how much of it was right.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -16,8 +16,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
-use crate::error::BoxError;
-use crate::gateway::Gateway;
+use crate::cause::{BoxError, ErrorChain};
+use crate::config::ConfigError;
+use crate::gateway::{BuildError, Gateway};
 use crate::listener::{self, ConnectionLimits, Connections};
 use crate::tls::{self, ReloadingCert};
 
@@ -52,6 +53,7 @@ impl Running {
         let _ = self.stop.send(true);
     }
 
+    /// Waits for the stop sequence to end (after [`Running::shutdown`]).
     pub async fn wait(self) {
         for task in self.tasks {
             let _ = task.await;
@@ -61,23 +63,28 @@ impl Running {
         }
     }
 
+    /// Starts the stop sequence and waits for it to end.
     pub async fn stop(self) {
         self.shutdown();
         self.wait().await;
     }
 
-    /// Re-reads the config file and swaps it in for new calls. An invalid file changes nothing
-    /// and returns every problem. Listener settings (addresses, TLS, admin) need a restart.
-    pub fn reload(&self, path: &std::path::Path) -> Result<(), crate::config::ConfigError> {
+    /// Re-reads the config file and swaps it in for new calls. A file that cannot be read,
+    /// validated or built changes nothing, is counted in `config_reload_failures`, and returns
+    /// the stage that failed with every problem. Listener settings (addresses, TLS, admin) need
+    /// a restart.
+    pub fn reload(&self, path: &std::path::Path) -> Result<(), ReloadError> {
         self.reload_certificate();
-        let config = match crate::config::Config::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                self.gateway.counters().config_reload_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::error!("config reload refused; the running config stays:\n{e}");
-                return Err(e);
-            }
-        };
+        let result = self.try_reload(path);
+        if let Err(e) = &result {
+            self.gateway.counters().config_reload_failed();
+            tracing::error!(stage = e.stage(), "config reload refused; the running config stays:\n{}", ErrorChain(e));
+        }
+        result
+    }
+
+    fn try_reload(&self, path: &std::path::Path) -> Result<(), ReloadError> {
+        let config = crate::config::Config::load(path).map_err(ReloadError::Config)?;
         let old = self.gateway.config();
         if old.listen != config.listen
             || old.unix_socket != config.unix_socket
@@ -86,13 +93,7 @@ impl Running {
         {
             tracing::warn!("listener settings changed in the config; they take effect at the next restart");
         }
-        if let Err(e) = self.gateway.reload(config) {
-            tracing::error!(error = %e, "config reload failed; the running config stays");
-            return Err(crate::config::ConfigError::Syntax {
-                origin: path.display().to_string(),
-                message: e.to_string(),
-            });
-        }
+        self.gateway.reload(config).map_err(ReloadError::Build)?;
         tracing::info!(config = %path.display(), "config reloaded");
         Ok(())
     }
@@ -105,11 +106,51 @@ impl Running {
     }
 }
 
+/// Why a reload changed nothing, by the stage that failed.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// Reading or validating the file (every problem at once, as at start).
+    Config(ConfigError),
+    /// Building what the valid config describes.
+    Build(BuildError),
+}
+
+impl ReloadError {
+    /// `"read"`, `"validate"`, or the build stage (`"build the upstream TLS configuration"`).
+    pub fn stage(&self) -> &'static str {
+        match self {
+            ReloadError::Config(ConfigError::Read { .. }) => "read",
+            ReloadError::Config(ConfigError::Syntax { .. } | ConfigError::Invalid { .. }) => "validate",
+            ReloadError::Build(e) => e.stage(),
+        }
+    }
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::Config(e) => e.fmt(f),
+            ReloadError::Build(_) => write!(f, "the config is valid but the reload failed at: {}", self.stage()),
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReloadError::Config(_) => None,
+            ReloadError::Build(e) => Some(e),
+        }
+    }
+}
+
 fn reload_cert(cert: &ReloadingCert) {
     match cert.reload_if_changed() {
         Ok(true) => tracing::info!("inbound TLS certificate reloaded"),
         Ok(false) => {}
-        Err(e) => tracing::error!(error = %e, "inbound TLS certificate not reloaded; still serving the previous one"),
+        Err(e) => {
+            tracing::error!(error = %ErrorChain(&e), "inbound TLS certificate not reloaded; still serving the previous one")
+        }
     }
 }
 
@@ -223,42 +264,55 @@ pub async fn start(gateway: Gateway, listen: Option<SocketAddr>) -> Result<Runni
     };
 
     if let Some(cert) = &cert {
-        let (cert, mut stopped) = (cert.clone(), stopped.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep(CERT_CHECK_EVERY) => reload_cert(&cert),
-                    _ = stopped.wait_for(|s| *s) => break,
-                }
-            }
+        let cert = cert.clone();
+        every(CERT_CHECK_EVERY, Start::AfterPeriod, stopped.clone(), move || {
+            reload_cert(&cert);
+            std::future::ready(())
         });
     }
-    {
-        let (gateway, mut stopped) = (gateway.clone(), stopped.clone());
-        tokio::spawn(async move {
-            // Fetch tokens before the first call needs one, then keep them and the keys fresh.
-            loop {
-                gateway.maintain_credentials().await;
-                tokio::select! {
-                    () = tokio::time::sleep(CREDENTIALS_EVERY) => {}
-                    _ = stopped.wait_for(|s| *s) => break,
-                }
-            }
-        });
-    }
-    {
-        // Apart from the credentials loop, which can wait on a slow IAM for many seconds.
-        let (gateway, mut stopped) = (gateway.clone(), stopped.clone());
-        tokio::spawn(async move {
-            loop {
-                gateway.probe_limiter().await;
-                tokio::select! {
-                    () = tokio::time::sleep(LIMITER_PROBE_EVERY) => {}
-                    _ = stopped.wait_for(|s| *s) => break,
-                }
-            }
-        });
-    }
+    // Fetch tokens before the first call needs one, then keep them and the keys fresh.
+    let g = gateway.clone();
+    every(CREDENTIALS_EVERY, Start::Now, stopped.clone(), move || {
+        let g = g.clone();
+        async move { g.maintain_credentials().await }
+    });
+    // Apart from the credentials loop, which can wait on a slow IAM for many seconds.
+    let g = gateway.clone();
+    every(LIMITER_PROBE_EVERY, Start::Now, stopped.clone(), move || {
+        let g = g.clone();
+        async move { g.probe_limiter().await }
+    });
     tracing::info!(listen = %addr, admin = ?admin_addr, unix_socket = ?config.unix_socket, tls = config.tls.is_some(), "gateway serving");
     Ok(Running { addr, admin_addr, unix_socket: config.unix_socket.clone(), gateway, cert, stop, tasks })
+}
+
+/// When a periodic task first runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Now,
+    AfterPeriod,
+}
+
+/// Runs `task` every `period`, counted from the end of the previous run, until `stopped`.
+fn every<F, T>(period: Duration, start: Start, mut stopped: watch::Receiver<bool>, mut task: T)
+where
+    T: FnMut() -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut run = start == Start::Now;
+        loop {
+            if run {
+                task().await;
+            }
+            let stop = tokio::select! {
+                () = tokio::time::sleep(period) => false,
+                _ = stopped.wait_for(|s| *s) => true,
+            };
+            if stop {
+                break;
+            }
+            run = true;
+        }
+    });
 }

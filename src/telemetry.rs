@@ -11,13 +11,14 @@ use tracing_subscriber::EnvFilter;
 
 use crate::body::Body;
 use crate::catalog::{Operation, Route};
+use crate::cause::Causes;
 use crate::config::{Log, LogFormat};
 use crate::error::{GatewayError, HEADER_GATEWAY_ERROR};
 use crate::metrics::Metrics;
 use crate::policy::Identity;
 
 /// Installs the global subscriber; a second call (tests, the demo) keeps the first.
-pub fn init(log: &Log) {
+pub(crate) fn init(log: &Log) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
     // Colour codes only for a person at a terminal, never into files or log collectors.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -29,7 +30,7 @@ pub fn init(log: &Log) {
 }
 
 /// What is known about one call as it moves through the phases.
-pub struct CallRecord {
+pub(crate) struct CallRecord {
     pub request_id: String,
     started: Instant,
     method: Method,
@@ -50,7 +51,7 @@ pub struct CallRecord {
 }
 
 impl CallRecord {
-    pub fn start<B>(req: &Request<B>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn start<B>(req: &Request<B>, metrics: Arc<Metrics>) -> Self {
         CallRecord {
             request_id: crate::request_id::from_caller(req.headers()),
             started: Instant::now(),
@@ -71,21 +72,21 @@ impl CallRecord {
         }
     }
 
-    pub fn route(&mut self, route: &Route) {
+    pub(crate) fn route(&mut self, route: &Route) {
         self.operation = Some(route.operation);
         self.app.clone_from(&route.app);
         self.room = route.param("room_id").map(str::to_owned);
     }
 
     /// The call's app is served: it may appear as a metrics label.
-    pub fn served(&mut self) {
+    pub(crate) fn served(&mut self) {
         match &self.app {
             Some(app) => self.served_app = Some(app.clone()),
             None => self.app_label = "-",
         }
     }
 
-    pub fn caller(&mut self, who: &Identity) {
+    pub(crate) fn caller(&mut self, who: &Identity) {
         self.caller = Some(match &who.name {
             Some(name) => name.to_string(),
             None => format!("addr:{}", who.address),
@@ -93,27 +94,27 @@ impl CallRecord {
     }
 
     /// Keeps the size and the user ids of a RemoveUsers body for the logs.
-    pub fn body(&mut self, bytes: usize, json: Option<&serde_json::Value>) {
+    pub(crate) fn body(&mut self, bytes: usize, json: Option<&serde_json::Value>) {
         self.request_bytes = bytes;
         let ids = json.and_then(|j| j.get("user_ids")).and_then(|ids| ids.as_array());
         self.user_ids = ids.map(|ids| ids.iter().filter_map(|id| id.as_str().map(str::to_owned)).collect());
     }
 
-    pub fn shadow(&mut self, why: &str) {
+    pub(crate) fn shadow(&mut self, why: &str) {
         tracing::info!(request_id = %self.request_id, shadow = why, "shadow mode: would refuse; forwarded");
         self.shadow.push(why.to_owned());
     }
 
-    pub fn failed(&self, err: &GatewayError) {
+    pub(crate) fn failed(&self, err: &GatewayError) {
         if err.parts().0.is_server_error() {
-            tracing::warn!(request_id = %self.request_id, error = %err, cause = ?std::error::Error::source(err), "call failed");
+            tracing::warn!(request_id = %self.request_id, error = %err, cause = %Causes(err), "call failed");
         } else {
             tracing::debug!(request_id = %self.request_id, error = %err, "call refused");
         }
     }
 
     /// Writes the access-log line, the metrics and, for mutating operations, the audit record.
-    pub fn finish(&mut self, rsp: &Response<Body>) {
+    pub(crate) fn finish(&mut self, rsp: &Response<Body>) {
         let gateway_code = rsp.headers().get(HEADER_GATEWAY_ERROR).and_then(|v| v.to_str().ok());
         let upstream_request_id = match gateway_code {
             None => rsp.headers().get(crate::request_id::HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-"),

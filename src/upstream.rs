@@ -5,17 +5,17 @@
 
 use std::future::Future;
 use std::io;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::Scheme;
+use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
@@ -23,17 +23,36 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::config;
-use crate::error::{BoxError, GatewayError};
+use crate::cause::{BoxError, ErrorChain};
+use crate::stream::{Either, MaybeTls};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+/// The upstream client's settings, from `[upstream]`.
+pub struct Settings {
+    pub scheme: Scheme,
+    /// Plain `http://` endpoints (SparkRTC's or IAM's) are allowed: local testing only.
+    pub allow_http: bool,
+    /// Sent and signed as `Host`; includes the port only when the endpoint names one.
+    pub authority: Authority,
+    pub connect_timeout: Duration,
+    /// From the request being sent until the response headers arrive, and the longest pause
+    /// between two pieces of the response body.
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    /// Extra PEM CA certificates trusted besides the bundled web PKI roots.
+    pub ca_file: Option<PathBuf>,
+}
 
 #[derive(Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     client: Client<Connector, Full<Bytes>>,
-    response_timeout: Duration,
+    settings: Settings,
 }
 
 impl Upstream {
-    pub fn new(config: &config::Upstream) -> Result<Self, BoxError> {
+    /// Fails only when the TLS configuration (the extra CA file) cannot be built.
+    pub(crate) fn new(config: &Settings) -> Result<Self, crate::tls::Error> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -45,17 +64,29 @@ impl Upstream {
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
-        Ok(Upstream { client, response_timeout: config.response_timeout })
+        Ok(Upstream { client, settings: config.clone() })
     }
 
-    pub fn response_timeout(&self) -> Duration {
-        self.response_timeout
+    pub(crate) fn response_timeout(&self) -> Duration {
+        self.settings.response_timeout
     }
 
-    /// Sends one signed request; `Err` only when no response headers came back in time.
-    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, GatewayError> {
-        match tokio::time::timeout(self.response_timeout, self.request(req)).await {
-            Err(_) => Err(GatewayError::UpstreamTimeout { after: self.response_timeout }),
+    /// A client with these settings that also speaks plain http, for the node-local credential
+    /// endpoints (metadata, pod identity), which are http by design. This client itself when
+    /// it already does.
+    pub(crate) fn allowing_http(&self) -> Result<Upstream, crate::tls::Error> {
+        if self.settings.allow_http {
+            return Ok(self.clone());
+        }
+        Upstream::new(&Settings { allow_http: true, ..self.settings.clone() })
+    }
+
+    /// Sends one signed request; `Err` when it could not be sent or no response headers came
+    /// back within the response timeout.
+    pub(crate) async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, Error> {
+        let after = self.settings.response_timeout;
+        match tokio::time::timeout(after, self.request(req)).await {
+            Err(_) => Err(Error::Timeout { phase: Phase::Response, after }),
             Ok(result) => result,
         }
     }
@@ -67,11 +98,11 @@ impl Upstream {
     /// answer. GET and HEAD are then sent once more on a fresh connection: they are safe to
     /// repeat (RFC 9110 section 9.2.2 lets a client retry idempotent requests after a connection
     /// failure). Nothing else is: SparkRTC may have acted on a POST before the connection went.
-    pub async fn request(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, GatewayError> {
+    pub(crate) async fn request(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, Error> {
         let again = matches!(*req.method(), Method::GET | Method::HEAD).then(|| copy(&req));
         match (self.client.request(req).await, again) {
             (Err(e), Some(again)) if closed_before_answer(&e) => {
-                tracing::debug!(error = %e, "pooled upstream connection closed before an answer; sending the GET again");
+                tracing::debug!(error = %ErrorChain(&e), "pooled upstream connection closed before an answer; sending the GET again");
                 self.client.request(again).await.map_err(classify)
             }
             (result, _) => result.map_err(classify),
@@ -108,27 +139,72 @@ fn closed_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
     false
 }
 
-fn classify(e: hyper_util::client::legacy::Error) -> GatewayError {
+/// Sorts a client error by where it arose; the client's error is kept as the cause.
+fn classify(e: hyper_util::client::legacy::Error) -> Error {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = source {
-        if let Some(timeout) = err.downcast_ref::<ConnectTimeout>() {
-            return GatewayError::UpstreamTimeout { after: timeout.0 };
+        if let Some(Error::Timeout { phase, after }) = err.downcast_ref::<Error>() {
+            return Error::Timeout { phase: *phase, after: *after };
         }
         source = err.source();
     }
-    GatewayError::UpstreamUnreachable(Box::new(e))
-}
-
-#[derive(Debug)]
-struct ConnectTimeout(Duration);
-
-impl std::fmt::Display for ConnectTimeout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "connecting to the upstream took longer than {} ms", self.0.as_millis())
+    if e.is_connect() {
+        Error::Connect(e)
+    } else {
+        Error::Protocol(e)
     }
 }
 
-impl std::error::Error for ConnectTimeout {}
+/// Why the upstream (SparkRTC, or IAM and the other credential endpoints, which share this
+/// client) gave no answer. Each caller words it for its own peer: the request path as
+/// "SparkRTC could not be reached", the IAM client as "IAM could not be reached".
+#[derive(Debug)]
+pub enum Error {
+    /// A phase of the exchange took longer than its timeout.
+    Timeout { phase: Phase, after: Duration },
+    /// No connection: DNS, TCP or TLS failed, or the scheme is not allowed. The cause says which.
+    Connect(hyper_util::client::legacy::Error),
+    /// The connection broke or the far end did not speak HTTP.
+    Protocol(hyper_util::client::legacy::Error),
+}
+
+/// The part of an exchange a timeout cut short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// TCP and TLS together.
+    Connect,
+    /// From sending the request to the response headers.
+    Response,
+    /// A pause between two pieces of the response body.
+    Body,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Timeout { phase: Phase::Connect, after } => {
+                write!(f, "connecting took longer than {} ms", after.as_millis())
+            }
+            Error::Timeout { phase: Phase::Response, after } => {
+                write!(f, "no response headers within {} ms", after.as_millis())
+            }
+            Error::Timeout { phase: Phase::Body, after } => {
+                write!(f, "the response body sent nothing for {} ms", after.as_millis())
+            }
+            Error::Connect(_) => f.write_str("cannot connect"),
+            Error::Protocol(_) => f.write_str("the connection failed before a complete answer"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Timeout { .. } => None,
+            Error::Connect(e) | Error::Protocol(e) => Some(e),
+        }
+    }
+}
 
 /// TCP, then TLS, both inside one connect timeout. TLS is chosen by each request's own scheme
 /// (SparkRTC's and IAM's endpoints may differ), and plain http only where the config allows it.
@@ -161,60 +237,18 @@ impl tower_service::Service<Uri> for Connector {
                 let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
                 let tcp = http.call(uri).await?.into_inner();
                 if !use_tls {
-                    return Ok::<_, BoxError>(Stream::Plain(TokioIo::new(tcp)));
+                    return Ok::<_, BoxError>(TokioIo::new(Either::A(tcp)));
                 }
                 let name = ServerName::try_from(host).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                Ok(Stream::Tls(Box::new(TokioIo::new(tls.connect(name, tcp).await?))))
+                Ok(TokioIo::new(Either::B(Box::new(tls.connect(name, tcp).await?))))
             };
             match tokio::time::timeout(timeout, connect).await {
                 Ok(result) => result,
-                Err(_) => Err(ConnectTimeout(timeout).into()),
+                Err(_) => Err(Error::Timeout { phase: Phase::Connect, after: timeout }.into()),
             }
         })
     }
 }
 
 /// A pooled upstream connection.
-enum Stream {
-    Plain(TokioIo<TcpStream>),
-    // Boxed: a TLS session is over a kilobyte, a plain stream a few words.
-    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
-}
-
-impl Connection for Stream {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl Read for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+type Stream = TokioIo<MaybeTls<TcpStream, TlsStream<TcpStream>>>;

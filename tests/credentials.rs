@@ -246,11 +246,7 @@ async fn a_still_valid_token_keeps_serving_through_an_iam_outage() {
         200,
         "still ready: the token is valid"
     );
-    assert_eq!(
-        s.running.gateway.counters().token_refresh_failures.load(Ordering::Relaxed),
-        1,
-        "failures back off instead of hammering IAM"
-    );
+    assert_eq!(s.running.gateway.counters().token_refresh_failures(), 1, "failures back off instead of hammering IAM");
 }
 
 #[tokio::test]
@@ -579,7 +575,7 @@ async fn stalled_iam_is_not_retried_before_backoff_and_callers_get_503_promptly(
     let gateway = Gateway::with_clock(support::parse_config(&text), clock.clone()).unwrap();
     let running = sparkrtc_gateway::start(gateway, None).await.unwrap();
     let h = Arc::new(Harness::around(&running, upstream));
-    let failures = || running.gateway.counters().token_refresh_failures.load(Ordering::SeqCst);
+    let failures = || running.gateway.counters().token_refresh_failures();
 
     let calls: Vec<_> = (0..10)
         .map(|_| {
@@ -699,4 +695,36 @@ fn test_config_has_no_sub_second_timeout_a_busy_machine_could_hit() {
         panic!("no token profile")
     };
     assert!(spec.token_wait >= Duration::from_secs(10) && spec.iam_timeout >= Duration::from_secs(10), "{spec:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_iam_is_named_in_readyz_with_its_connect_error() {
+    // A port nothing listens on: bound, then closed. What the OS says when it refuses a
+    // connection there is what the operator must read in /readyz.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let refused = std::net::TcpStream::connect(closed).unwrap_err().to_string();
+    let (upstream, _, text) = mock_upstream(
+        |_| Reply::status(202),
+        |addr| {
+            config_with(addr, ALLOW_ALL, ALLOW_ALL, &token_profile(closed))
+                .replace(
+                    &format!("https://127.0.0.1:{}", closed.port()),
+                    &format!("http://127.0.0.1:{}", closed.port()),
+                )
+                .replace("[upstream]", "[upstream]\nallow_http = true")
+        },
+    )
+    .await;
+    let running = sparkrtc_gateway::start(Gateway::new(support::parse_config(&text)).unwrap(), None).await.unwrap();
+    let h = Harness::around(&running, upstream);
+    let admin = running.admin_addr.unwrap();
+    let h = &h;
+    eventually("/readyz says why the token profile is unusable", || async move {
+        h.call_at(admin, "GET", "/readyz", &[], "").await.body.contains("profile \"tok\": unusable")
+    })
+    .await;
+    let body = h.call_at(admin, "GET", "/readyz", &[], "").await.body;
+    assert!(body.contains("profile \"tok\": unusable: no valid IAM token: IAM could not be reached: "), "{body}");
+    assert!(body.contains(&refused), "the connect error ({refused}) is named: {body}");
+    assert!(!body.contains("SparkRTC"), "IAM's outage is not SparkRTC's: {body}");
 }

@@ -14,7 +14,7 @@ use http::Request;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use sparkrtc_gateway::config::{Config, ConfigError};
-use sparkrtc_gateway::{Gateway, Running};
+use sparkrtc_gateway::{Gateway, ReloadError, Running};
 use support::{config_with, data, mock_upstream, Harness, Reply, ALLOW_ALL, APP};
 use tokio::sync::Notify;
 
@@ -122,14 +122,41 @@ async fn a_valid_reload_changes_the_next_call_and_an_invalid_one_changes_nothing
         .replace("[upstream]", "[upstream]\nretries = 3");
     std::fs::write(&path, broken).unwrap();
     match running.reload(&path) {
-        Err(ConfigError::Invalid { problems, .. }) => {
+        Err(ReloadError::Config(ConfigError::Invalid { problems, .. })) => {
             let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
             assert_eq!(keys, ["server.drain_delay", "upstream.retries"], "{problems:?}");
         }
         other => panic!("expected the invalid config to be refused: {other:?}"),
     }
     assert_eq!(h.call("POST", &remove_users(), &json, USERS).await.status, 202, "the running config stayed");
-    assert_eq!(running.gateway.counters().config_reload_failures.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(running.gateway.counters().config_reload_failures(), 1);
+}
+
+#[tokio::test]
+async fn a_reload_that_validates_but_cannot_be_built_names_its_stage_and_is_counted() {
+    let dir = temp_dir("reload-build");
+    let path = dir.join("gateway.toml");
+    let (upstream, addr, _) = mock_upstream(|_| Reply::status(202), |addr| support::config_text(addr, "")).await;
+    std::fs::write(dir.join("sk"), support::SK).unwrap();
+    std::fs::write(&path, policy_config(addr, r#""RemoveUsers""#)).unwrap();
+    let running = sparkrtc_gateway::start(Gateway::new(Config::load(&path).unwrap()).unwrap(), None).await.unwrap();
+    let h = Harness::around(&running, upstream);
+    let json = [("content-type", "application/json")];
+
+    // A readable file passes validation; that it holds no certificate shows only when the
+    // upstream's TLS configuration is built.
+    let not_pem = dir.join("not-a-ca.pem");
+    std::fs::write(&not_pem, "this is not a certificate\n").unwrap();
+    let ca = data("certs/ca.pem").display().to_string();
+    std::fs::write(&path, policy_config(addr, r#""RemoveUsers""#).replace(&ca, &not_pem.display().to_string()))
+        .unwrap();
+    let err = running.reload(&path).unwrap_err();
+    assert_eq!(err.stage(), "build the upstream TLS configuration", "{err}");
+    let chain = sparkrtc_gateway::cause::ErrorChain(&err).to_string();
+    assert!(chain.contains(&format!("{}: no PEM certificate found", not_pem.display())), "{chain}");
+    assert!(!chain.contains("not valid TOML"), "{chain}");
+    assert_eq!(running.gateway.counters().config_reload_failures(), 1);
+    assert_eq!(h.call("POST", &remove_users(), &json, USERS).await.status, 202, "the running config stayed");
 }
 
 /// A TLS client of the gateway, with or without the test client certificate.

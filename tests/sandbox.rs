@@ -33,14 +33,13 @@ async fn sandbox() -> (SocketAddr, Config) {
         .replace("https://", "http://")
         .replace("[upstream]", "[upstream]\nallow_http = true");
     let config = support::parse_config(&text);
-    tokio::spawn(listener::serve(
-        listener,
-        None,
-        Sandbox::new(&config),
-        std::future::pending(),
-        Duration::from_secs(1),
-    ));
+    spawn_sandbox(listener, &config);
     (addr, config)
+}
+
+/// Serves a sandbox accepting `config`'s keys on `listener` until the test ends.
+fn spawn_sandbox(listener: tokio::net::TcpListener, config: &Config) {
+    tokio::spawn(listener::serve(listener, None, Sandbox::new(config), std::future::pending(), Duration::from_secs(1)));
 }
 
 /// Signs like a client of the official SDK would, with the given secret key.
@@ -145,4 +144,21 @@ fn demo_command_prints_the_relayed_202_and_request_id() {
     let text = seen.join("\n");
     assert!(text.contains("<- 202 Accepted"), "{text}");
     assert!(seen.iter().any(|l| l.starts_with("<- x-request-id: ") && l.len() > "<- x-request-id: ".len()), "{text}");
+}
+
+#[tokio::test]
+async fn sandbox_accepts_a_rotated_key_from_its_file_and_no_longer_the_old_one() {
+    let dir = std::env::temp_dir().join(format!("sparkrtc-gw-sandbox-rotation-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("sk"), support::SK).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let text = support::config_text(addr, "").replace("secret_key_env = \"TEST_SK\"", "secret_key_file = \"sk\"");
+    let config = Config::parse(&text, "t.toml", &dir, &|_| None).unwrap();
+    spawn_sandbox(listener, &config);
+    let body = r#"{"user_ids":["user001"]}"#;
+    assert_eq!(send_signed(addr, support::SK, body).await.0, 202);
+    std::fs::write(dir.join("sk"), "SK-rotated-in-the-file").unwrap();
+    assert_eq!(send_signed(addr, "SK-rotated-in-the-file", body).await.0, 202, "the live key verifies");
+    assert_eq!(send_signed(addr, support::SK, body).await.0, 401, "the key loaded at start is retired");
 }

@@ -28,6 +28,7 @@ pub enum AppFrom {
     Account,
 }
 
+/// One SparkRTC operation: its name, method, path template and what it may carry.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Operation {
     pub name: &'static str,
@@ -63,6 +64,7 @@ pub struct Route {
 }
 
 impl Route {
+    /// The decoded path value named `name` in the template (`room_id`).
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
@@ -118,10 +120,12 @@ impl std::error::Error for RouteError {}
 pub struct Catalog;
 
 impl Catalog {
+    /// Every operation the gateway knows, in the catalog's order.
     pub fn operations(&self) -> &'static [Operation] {
         &operations::OPERATIONS
     }
 
+    /// The operation of this name (`RemoveUsers`), as the config and the limits name them.
     pub fn by_name(&self, name: &str) -> Option<&'static Operation> {
         operations::OPERATIONS.iter().find(|op| op.name == name)
     }

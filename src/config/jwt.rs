@@ -8,11 +8,11 @@ use std::time::Duration;
 use super::reader::{Problems, Table};
 use crate::policy::{asymmetric, CallerSpec, JwksSource, JwtSpec, JwtVerifier};
 
-pub const DEFAULT_JWT_CLAIM: &str = "sub";
-pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(60);
-pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
+pub(super) const DEFAULT_JWT_CLAIM: &str = "sub";
+pub(super) const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(60);
+pub(super) const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
 /// What Kubernetes signs service account tokens with.
-pub const DEFAULT_JWT_ALGORITHMS: [&str; 1] = ["RS256"];
+pub(super) const DEFAULT_JWT_ALGORITHMS: [&str; 1] = ["RS256"];
 
 /// The verifier, when `[policy.jwt]` is present; every problem reported.
 pub(super) fn verifier(

@@ -9,8 +9,8 @@ use super::reader::{Problems, Table};
 use super::DefaultLimits;
 use crate::ratelimit::{Backend, LimitSpec, OnBackendError, Rate, RedisSpec};
 
-pub const DEFAULT_REDIS_PREFIX: &str = "sparkrtc-gateway:";
-pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(50);
+pub(crate) const DEFAULT_REDIS_PREFIX: &str = "sparkrtc-gateway:";
+pub(crate) const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(50);
 
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 

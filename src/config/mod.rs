@@ -19,33 +19,34 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
-
-use crate::credentials::keys::{KeyFiles, LoadedKey};
 use crate::policy::{Access, Callers};
 use crate::ratelimit::{AppLimits, Backend, LimitPlan, LimitSpec};
-use crate::secret::Secret;
-use crate::signer::SigningKey;
 
-pub use limits::{DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_TIMEOUT};
-pub use reader::Problem;
+pub use crate::credentials::{Auth, Profile, TokenMethod, TokenSpec};
+pub use crate::readiness::Readiness;
+pub use crate::upstream::Settings as Upstream;
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-pub const DEFAULT_ENDPOINT: &str = "https://rtc-api.myhuaweicloud.com";
-pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
-pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
-pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) use reader::Problem;
+
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_ENDPOINT: &str = "https://rtc-api.myhuaweicloud.com";
+pub(crate) const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+pub(crate) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+pub(crate) const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
+/// How long calls in flight may take to finish after a stop (`server.grace_period`, and the
+/// sandbox's own).
+pub(crate) const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Below the idle timeout of the load balancers in front of cloud APIs (60 s is common), so the
 /// gateway drops an idle connection before the far end does and a call rarely meets a
 /// connection closed under it.
-pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-pub const DEFAULT_POOL_MAX_IDLE: u64 = 64;
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-pub const DEFAULT_V11_SERVICE: &str = "CloudRTC";
+pub(crate) const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_POOL_MAX_IDLE: u64 = 64;
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_V11_SERVICE: &str = "CloudRTC";
 
+/// A validated configuration: every value checked, every secret loaded, every default applied.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -90,17 +91,6 @@ pub struct DefaultLimits {
     pub backend: Backend,
 }
 
-/// `[admin] readiness`: when `/readyz` answers 200.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Readiness {
-    /// While at least one served app can be served: a central gateway keeps serving the apps
-    /// whose credentials work while one account's IAM is down.
-    #[default]
-    Any,
-    /// Only while every served app can be served: a sidecar for one app.
-    All,
-}
-
 /// TLS on the proxy listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundTls {
@@ -112,84 +102,19 @@ pub struct InboundTls {
     pub client_auth_required: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    pub scheme: Scheme,
-    /// Plain `http://` endpoints (SparkRTC's or IAM's) are allowed: local testing only.
-    pub allow_http: bool,
-    /// Sent and signed as `Host`; includes the port only when the endpoint names one.
-    pub authority: Authority,
-    pub connect_timeout: Duration,
-    /// From the request being sent until the response headers arrive, and the longest pause
-    /// between two pieces of the response body.
-    pub response_timeout: Duration,
-    pub pool_idle_timeout: Duration,
-    pub pool_max_idle_per_host: usize,
-    /// Extra PEM CA certificates trusted besides the bundled web PKI roots.
-    pub ca_file: Option<PathBuf>,
-}
-
+/// `[log] format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
 }
 
+/// `[log]`: how the gateway logs.
 #[derive(Debug, Clone)]
 pub struct Log {
     pub format: LogFormat,
     /// A tracing filter such as `info` or `sparkrtc_gateway=debug`; `RUST_LOG` overrides it.
     pub level: String,
-}
-
-/// A set of Huawei Cloud credentials and the project they act in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Profile {
-    pub name: String,
-    pub project_id: String,
-    pub auth: Auth,
-}
-
-impl Profile {
-    /// The AK/SK as loaded from the config (files may have changed since; see `credentials`).
-    pub fn signing_key(&self) -> Option<&SigningKey> {
-        match &self.auth {
-            Auth::Keys { key, .. } => Some(&key.key),
-            Auth::Token(_) | Auth::Platform(_) => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Auth {
-    /// AK/SK signing. `files` names the files to re-read when they change.
-    Keys { key: LoadedKey, files: KeyFiles },
-    /// An IAM token in `X-Auth-Token`.
-    Token(TokenSpec),
-    /// Temporary AK/SK from the platform: metadata, pod identity or OIDC.
-    Platform(crate::credentials::platform::PlatformSpec),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenSpec {
-    /// IAM's endpoint, scheme and host (`https://iam.cn-north-4.myhuaweicloud.com`).
-    pub iam_endpoint: http::Uri,
-    pub method: TokenMethod,
-    /// Fetch a new token when less than this remains of the current one (at most half its
-    /// lifetime; see `credentials::token`).
-    pub refresh_before: Duration,
-    /// The longest one IAM token request may take, connection and answer body included.
-    pub iam_timeout: Duration,
-    /// The longest a call with no valid token waits for a fetch before it gets a 503.
-    pub token_wait: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenMethod {
-    /// An IAM user's password; a `password_file` is re-read at each fetch.
-    Password { domain: String, user: String, password: Secret, password_file: Option<PathBuf> },
-    /// Assume `agency` of account `domain`, the call signed with the keys of profile `via`.
-    Agency { domain: String, agency: String, via: String },
 }
 
 /// A served app (or the account-level operations): its credentials, allowlist and limits.

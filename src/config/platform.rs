@@ -14,16 +14,15 @@ use crate::credentials::platform::{
     OidcExchange, PlatformSource, PlatformSpec, DEFAULT_METADATA_ENDPOINT, DEFAULT_SESSION_NAME,
     ENV_POD_IDENTITY_TOKEN_FILE, ENV_POD_IDENTITY_URI,
 };
-use crate::credentials::token::Timing;
 
 /// The SDK refreshes temporary keys when less than 40 minutes remain.
-pub const DEFAULT_PLATFORM_REFRESH_BEFORE: Duration = Duration::from_secs(40 * 60);
+pub(super) const DEFAULT_PLATFORM_REFRESH_BEFORE: Duration = Duration::from_secs(40 * 60);
 /// The SDK's timeouts: 3 s for the metadata service, 5 s for the rest.
-pub const DEFAULT_METADATA_TIMEOUT: Duration = Duration::from_secs(3);
-pub const DEFAULT_PLATFORM_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const DEFAULT_METADATA_TIMEOUT: Duration = Duration::from_secs(3);
+pub(super) const DEFAULT_PLATFORM_TIMEOUT: Duration = Duration::from_secs(5);
 /// IAM security tokens: the SDK asks for 6 hours; STS sessions: 1 hour.
-pub const DEFAULT_IAM_KEYS_DURATION: Duration = Duration::from_secs(6 * 3_600);
-pub const DEFAULT_STS_DURATION: Duration = Duration::from_secs(3_600);
+pub(super) const DEFAULT_IAM_KEYS_DURATION: Duration = Duration::from_secs(6 * 3_600);
+pub(super) const DEFAULT_STS_DURATION: Duration = Duration::from_secs(3_600);
 
 pub(super) fn platform(
     kind: &str,
@@ -40,17 +39,7 @@ pub(super) fn platform(
         _ => oidc(t, base, allow_http, p),
     };
     let default_timeout = if kind == "metadata" { DEFAULT_METADATA_TIMEOUT } else { DEFAULT_PLATFORM_TIMEOUT };
-    let timing = Timing {
-        refresh_before: t
-            .duration("refresh_before", Duration::from_secs(60), Duration::from_secs(20 * 3_600), p)
-            .unwrap_or(DEFAULT_PLATFORM_REFRESH_BEFORE),
-        fetch_timeout: t
-            .duration("fetch_timeout", Duration::from_secs(1), Duration::from_secs(300), p)
-            .unwrap_or(default_timeout),
-        wait: t
-            .duration("token_wait", Duration::from_millis(100), Duration::from_secs(60), p)
-            .unwrap_or(super::profile::DEFAULT_TOKEN_WAIT),
-    };
+    let timing = super::profile::timing(t, DEFAULT_PLATFORM_REFRESH_BEFORE, ("fetch_timeout", default_timeout), p);
     Some(Auth::Platform(PlatformSpec { source: source?, algorithm: algorithm?, timing }))
 }
 

@@ -12,19 +12,21 @@ use http::Uri;
 
 use super::reader::{Problems, Table};
 use super::{Auth, Profile, TokenMethod, TokenSpec, DEFAULT_V11_SERVICE};
+use crate::cause::ErrorChain;
 use crate::credentials::keys::{read_credentials, KeyFiles, LoadedKey};
+use crate::credentials::token::Timing;
 use crate::secret::Secret;
 use crate::signer::{Algorithm, SigningKey};
 
 pub(super) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Tokens are valid for 24 hours; by default a new one is fetched when less than this remains.
-pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(3_600);
+pub(super) const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(3_600);
 /// IAM answers a token request in well under a second; one that takes longer than this is
 /// treated as down (and retried with backoff), whatever SparkRTC's own `response_timeout`.
-pub const DEFAULT_IAM_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const DEFAULT_IAM_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a call with no valid token waits for the fetch under way before it gets a 503.
-pub const DEFAULT_TOKEN_WAIT: Duration = Duration::from_secs(3);
+pub(super) const DEFAULT_TOKEN_WAIT: Duration = Duration::from_secs(3);
 
 pub(super) fn profile(
     name: &str,
@@ -65,7 +67,10 @@ fn keys(t: &mut Table<'_>, base: &Path, env: Env<'_>, p: &mut Problems) -> Optio
             Err(e) => {
                 p.push(
                     t.key_path("credentials_file"),
-                    format!("{e}; it must hold {{\"access\", \"secret\", \"securitytoken\", \"expires_at\"}}"),
+                    format!(
+                        "{}; it must hold {{\"access\", \"secret\", \"securitytoken\", \"expires_at\"}}",
+                        ErrorChain(&e)
+                    ),
                 );
                 None
             }
@@ -114,13 +119,8 @@ fn token(t: &mut Table<'_>, base: &Path, env: Env<'_>, allow_http: bool, p: &mut
         }
     };
     let iam_endpoint = iam_endpoint(&endpoint, &endpoint_key, allow_http, p);
-    let refresh_before = t
-        .duration("refresh_before", Duration::from_secs(60), Duration::from_secs(20 * 3_600), p)
-        .unwrap_or(DEFAULT_REFRESH_BEFORE);
-    let iam_timeout =
-        t.duration("iam_timeout", Duration::from_secs(1), Duration::from_secs(300), p).unwrap_or(DEFAULT_IAM_TIMEOUT);
-    let token_wait =
-        t.duration("token_wait", Duration::from_millis(100), Duration::from_secs(60), p).unwrap_or(DEFAULT_TOKEN_WAIT);
+    let Timing { refresh_before, fetch_timeout: iam_timeout, wait: token_wait } =
+        timing(t, DEFAULT_REFRESH_BEFORE, ("iam_timeout", DEFAULT_IAM_TIMEOUT), p);
     let domain = t.string("domain", p);
     if domain.is_none() {
         p.push(t.key_path("domain"), "is missing; set the account (domain) name the IAM user or agency belongs to");
@@ -141,6 +141,28 @@ fn token(t: &mut Table<'_>, base: &Path, env: Env<'_>, allow_http: bool, p: &mut
         TokenMethod::Password { domain: domain?.to_owned(), user: user?.to_owned(), password, password_file }
     };
     Some(Auth::Token(TokenSpec { iam_endpoint: iam_endpoint?, method, refresh_before, iam_timeout, token_wait }))
+}
+
+/// When a cache of expiring credentials refreshes and how long it waits: `refresh_before`,
+/// the fetch timeout (`iam_timeout` or `fetch_timeout`, with its default) and `token_wait`,
+/// with the same bounds for every kind.
+pub(super) fn timing(
+    t: &mut Table<'_>,
+    refresh_before: Duration,
+    (fetch_key, fetch_timeout): (&str, Duration),
+    p: &mut Problems,
+) -> Timing {
+    Timing {
+        refresh_before: t
+            .duration("refresh_before", Duration::from_secs(60), Duration::from_secs(20 * 3_600), p)
+            .unwrap_or(refresh_before),
+        fetch_timeout: t
+            .duration(fetch_key, Duration::from_secs(1), Duration::from_secs(300), p)
+            .unwrap_or(fetch_timeout),
+        wait: t
+            .duration("token_wait", Duration::from_millis(100), Duration::from_secs(60), p)
+            .unwrap_or(DEFAULT_TOKEN_WAIT),
+    }
 }
 
 fn iam_endpoint(text: &str, key: &str, allow_http: bool, p: &mut Problems) -> Option<Uri> {
@@ -195,7 +217,10 @@ pub(super) fn secret(
     match crate::credentials::keys::read_secret(&file) {
         Ok(value) => Some((value, Some(file))),
         Err(e) => {
-            p.push(t.key_path(&file_key), format!("{e}; check the path and that the gateway's user may read it"));
+            p.push(
+                t.key_path(&file_key),
+                format!("{}; check the path and that the gateway's user may read it", ErrorChain(&e)),
+            );
             None
         }
     }

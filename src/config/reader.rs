@@ -20,27 +20,27 @@ impl fmt::Display for Problem {
 }
 
 #[derive(Debug, Default)]
-pub struct Problems(pub Vec<Problem>);
+pub(super) struct Problems(pub Vec<Problem>);
 
 impl Problems {
-    pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem { key: key.into(), message: message.into() });
     }
 }
 
 /// One TOML table and the keys read from it so far.
-pub struct Table<'a> {
+pub(super) struct Table<'a> {
     path: String,
     table: Option<&'a toml::Table>,
     read: BTreeSet<&'a str>,
 }
 
 impl<'a> Table<'a> {
-    pub fn root(table: &'a toml::Table) -> Self {
+    pub(super) fn root(table: &'a toml::Table) -> Self {
         Table { path: String::new(), table: Some(table), read: BTreeSet::new() }
     }
 
-    pub fn key_path(&self, key: &str) -> String {
+    pub(super) fn key_path(&self, key: &str) -> String {
         let quoted = if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             key.to_owned()
         } else {
@@ -59,12 +59,12 @@ impl<'a> Table<'a> {
         Some(v)
     }
 
-    pub fn has(&self, key: &str) -> bool {
+    pub(super) fn has(&self, key: &str) -> bool {
         self.table.is_some_and(|t| t.contains_key(key))
     }
 
     /// A sub-table; a missing one reads as empty, a non-table is a problem.
-    pub fn table(&mut self, key: &str, problems: &mut Problems) -> Table<'a> {
+    pub(super) fn table(&mut self, key: &str, problems: &mut Problems) -> Table<'a> {
         let path = self.key_path(key);
         let table = match self.value(key) {
             None => None,
@@ -78,7 +78,7 @@ impl<'a> Table<'a> {
     }
 
     /// The sub-tables of this table by name, e.g. every `[profiles.NAME]`.
-    pub fn entries(&mut self, problems: &mut Problems) -> Vec<(&'a str, Table<'a>)> {
+    pub(super) fn entries(&mut self, problems: &mut Problems) -> Vec<(&'a str, Table<'a>)> {
         let Some(table) = self.table else {
             return Vec::new();
         };
@@ -92,7 +92,7 @@ impl<'a> Table<'a> {
         out
     }
 
-    pub fn string(&mut self, key: &str, problems: &mut Problems) -> Option<&'a str> {
+    pub(super) fn string(&mut self, key: &str, problems: &mut Problems) -> Option<&'a str> {
         match self.value(key)? {
             toml::Value::String(s) => Some(s),
             other => {
@@ -103,7 +103,7 @@ impl<'a> Table<'a> {
     }
 
     /// A list of strings; a missing key is `None`.
-    pub fn strings(&mut self, key: &str, problems: &mut Problems) -> Option<Vec<&'a str>> {
+    pub(super) fn strings(&mut self, key: &str, problems: &mut Problems) -> Option<Vec<&'a str>> {
         let value = self.value(key)?;
         let list: Option<Vec<&str>> = value.as_array().and_then(|a| a.iter().map(toml::Value::as_str).collect());
         if list.is_none() {
@@ -116,7 +116,7 @@ impl<'a> Table<'a> {
     }
 
     /// A list of tables (`allow = [{ ... }, { ... }]`); a missing key is `None`.
-    pub fn tables(&mut self, key: &str, problems: &mut Problems) -> Option<Vec<Table<'a>>> {
+    pub(super) fn tables(&mut self, key: &str, problems: &mut Problems) -> Option<Vec<Table<'a>>> {
         let path = self.key_path(key);
         let value = self.value(key)?;
         let Some(list) = value.as_array() else {
@@ -138,17 +138,17 @@ impl<'a> Table<'a> {
     }
 
     /// The keys of this table, in file order.
-    pub fn keys(&self) -> Vec<String> {
+    pub(super) fn keys(&self) -> Vec<String> {
         self.table.map(|t| t.keys().cloned().collect()).unwrap_or_default()
     }
 
     /// Whether this table exists in the file at all.
-    pub fn present(&self) -> bool {
+    pub(super) fn present(&self) -> bool {
         self.table.is_some()
     }
 
     /// Like [`Table::string`], but a value of the wrong type is not shown.
-    pub fn secret_string(&mut self, key: &str, problems: &mut Problems) -> Option<&'a str> {
+    pub(super) fn secret_string(&mut self, key: &str, problems: &mut Problems) -> Option<&'a str> {
         match self.value(key)? {
             toml::Value::String(s) => Some(s),
             _ => {
@@ -158,11 +158,11 @@ impl<'a> Table<'a> {
         }
     }
 
-    pub fn has_any(&self) -> bool {
+    pub(super) fn has_any(&self) -> bool {
         self.table.is_some_and(|t| !t.is_empty())
     }
 
-    pub fn boolean(&mut self, key: &str, problems: &mut Problems) -> Option<bool> {
+    pub(super) fn boolean(&mut self, key: &str, problems: &mut Problems) -> Option<bool> {
         match self.value(key)? {
             toml::Value::Boolean(b) => Some(*b),
             other => {
@@ -173,7 +173,7 @@ impl<'a> Table<'a> {
     }
 
     /// A whole number within `min..=max`.
-    pub fn integer(&mut self, key: &str, min: u64, max: u64, problems: &mut Problems) -> Option<u64> {
+    pub(super) fn integer(&mut self, key: &str, min: u64, max: u64, problems: &mut Problems) -> Option<u64> {
         let value = self.value(key)?;
         match value.as_integer().and_then(|i| u64::try_from(i).ok()) {
             Some(n) if (min..=max).contains(&n) => Some(n),
@@ -186,7 +186,13 @@ impl<'a> Table<'a> {
     }
 
     /// A duration written as `500ms`, `3s`, `2m` or `1h`, within `min..=max`.
-    pub fn duration(&mut self, key: &str, min: Duration, max: Duration, problems: &mut Problems) -> Option<Duration> {
+    pub(super) fn duration(
+        &mut self,
+        key: &str,
+        min: Duration,
+        max: Duration,
+        problems: &mut Problems,
+    ) -> Option<Duration> {
         let value = self.value(key)?;
         let parsed = value.as_str().and_then(parse_duration);
         match parsed {
@@ -209,7 +215,7 @@ impl<'a> Table<'a> {
     }
 
     /// Reports keys present in the file that nothing read: typos, or keys in the wrong table.
-    pub fn finish(self, problems: &mut Problems) {
+    pub(super) fn finish(self, problems: &mut Problems) {
         let Some(table) = self.table else { return };
         for key in table.keys() {
             if !self.read.contains(key.as_str()) {
@@ -220,7 +226,7 @@ impl<'a> Table<'a> {
     }
 }
 
-pub fn parse_duration(s: &str) -> Option<Duration> {
+pub(super) fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = s.split_at(split);
@@ -243,7 +249,7 @@ fn show_duration(d: Duration) -> String {
 }
 
 /// A value as the operator wrote it, for messages. Never used on secret keys.
-pub fn show(value: &toml::Value) -> String {
+pub(super) fn show(value: &toml::Value) -> String {
     match value {
         toml::Value::String(s) => format!("{s:?}"),
         toml::Value::Table(_) => "a table".to_owned(),

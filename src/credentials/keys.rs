@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+use super::error::FileError;
 use crate::secret::Secret;
 use crate::signer::{parse_rfc3339, SigningKey};
 
@@ -38,51 +39,57 @@ pub struct LoadedKey {
     pub expires_at: Option<SystemTime>,
 }
 
+fn read(path: &Path) -> Result<String, FileError> {
+    std::fs::read_to_string(path).map_err(|source| FileError::Read { path: path.to_owned(), source })
+}
+
 /// Reads one secret file, trimmed. Errors name the file, never its content.
-pub fn read_secret(path: &Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub(crate) fn read_secret(path: &Path) -> Result<Secret, FileError> {
+    let text = read(path)?;
     let value = text.trim();
     if value.is_empty() {
-        return Err(format!("{} is empty", path.display()));
+        return Err(FileError::Empty { path: path.to_owned() });
     }
     Ok(Secret::new(value))
 }
 
 /// Reads a temporary-credentials JSON file: access key, secret key, security token, expiry.
-pub fn read_credentials(path: &Path) -> Result<(Secret, Secret, Secret, SystemTime), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|_| format!("{} is not JSON", path.display()))?;
+pub(crate) fn read_credentials(path: &Path) -> Result<(Secret, Secret, Secret, SystemTime), FileError> {
+    let text = read(path)?;
+    // The parser's message may quote the file: not kept.
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|_| FileError::NotJson { path: path.to_owned() })?;
     let c = json.get("credential").unwrap_or(&json);
-    let field = |name: &str| {
+    let field = |name: &'static str| {
         c.get(name)
             .and_then(|v| v.as_str())
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("{} has no \"{name}\"", path.display()))
+            .ok_or_else(|| FileError::Missing { path: path.to_owned(), field: name })
     };
     let expires = field("expires_at")?;
     let expires_at = parse_rfc3339(expires)
-        .ok_or_else(|| format!("{}: expires_at {expires:?} is not a UTC RFC 3339 time", path.display()))?;
+        .ok_or_else(|| FileError::BadExpiry { path: path.to_owned(), value: expires.to_owned() })?;
     Ok((Secret::new(field("access")?), Secret::new(field("secret")?), Secret::new(field("securitytoken")?), expires_at))
 }
 
 /// A profile's current AK/SK, swapped whole when its files change.
 #[derive(Debug)]
-pub struct KeySource {
+pub(crate) struct KeySource {
     current: ArcSwap<LoadedKey>,
     files: KeyFiles,
 }
 
 impl KeySource {
-    pub fn new(initial: LoadedKey, files: KeyFiles) -> Self {
+    pub(crate) fn new(initial: LoadedKey, files: KeyFiles) -> Self {
         KeySource { current: ArcSwap::from_pointee(initial), files }
     }
 
-    pub fn current(&self) -> Arc<LoadedKey> {
+    pub(crate) fn current(&self) -> Arc<LoadedKey> {
         self.current.load_full()
     }
 
     /// Re-reads the key files. `Ok(true)` when the key changed; an error keeps the old key.
-    pub fn refresh(&self) -> Result<bool, String> {
+    pub(crate) fn refresh(&self) -> Result<bool, FileError> {
         if !self.files.any() {
             return Ok(false);
         }
@@ -109,5 +116,34 @@ impl KeySource {
         }
         self.current.store(Arc::new(next));
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cause::ErrorChain;
+
+    #[test]
+    fn an_unreadable_key_file_names_the_file_and_keeps_the_os_error_as_its_cause() {
+        let path = std::env::temp_dir().join(format!("sparkrtc-gw-no-such-key-{}", std::process::id()));
+        let e = read_secret(&path).err().unwrap_or_else(|| panic!("{} exists", path.display()));
+        assert!(matches!(&e, FileError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound));
+        let io = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
+        assert_eq!(ErrorChain(&e).to_string(), format!("cannot read {}: {io}", path.display()));
+    }
+
+    #[test]
+    fn a_malformed_credentials_file_names_the_field_never_a_value() {
+        let path = std::env::temp_dir().join(format!("sparkrtc-gw-creds-{}.json", std::process::id()));
+        std::fs::write(
+            &path,
+            r#"{"credential":{"access":"AK","secret":"SECRET-VALUE","expires_at":"2030-01-02T03:04:05Z"}}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let e = read_credentials(&path).err().unwrap_or_else(|| panic!("accepted without a security token"));
+        let _ = std::fs::remove_file(&path);
+        assert!(matches!(e, FileError::Missing { field: "securitytoken", .. }), "{e}");
+        assert!(!ErrorChain(&e).to_string().contains("SECRET-VALUE"));
     }
 }

@@ -5,29 +5,34 @@
 //! and temporary keys from the platform ([`platform`]) are cached per profile
 //! ([`token::TokenCache`]) and survive config reloads that leave their profile unchanged.
 
+mod error;
 mod iam;
-pub mod keys;
-pub mod platform;
-pub mod token;
+pub(crate) mod keys;
+pub(crate) mod platform;
+mod spec;
+pub(crate) mod token;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::clock::Clock;
-use crate::config::{Auth, Config, Profile};
+use crate::cause::ErrorChain;
+use crate::clock::{retry_after_secs, Clock};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::policy::JwtVerifier;
 use crate::upstream::Upstream;
+use error::FetchError;
 use keys::{KeySource, LoadedKey};
 use platform::Platform;
-use token::{retry_after_secs, Timing, Token, TokenCache};
+use token::{Timing, Token, TokenCache};
+
+pub use spec::{Auth, Profile, TokenMethod, TokenSpec};
 
 /// How long a call is told to wait when temporary keys have expired and no new ones arrived.
 const EXPIRED_KEYS_RETRY_SECS: u64 = 5;
 
 /// One profile's live credential.
-pub enum Credential {
+pub(crate) enum Credential {
     Keys(Arc<KeySource>),
     Token(Arc<TokenCache>),
     /// Temporary keys from the platform (metadata, pod identity, OIDC).
@@ -35,12 +40,12 @@ pub enum Credential {
 }
 
 /// What the authorize phase puts on a call.
-pub enum Authorization {
+pub(crate) enum Authorization {
     Key(Arc<LoadedKey>),
     Token(Arc<Token>),
 }
 
-pub struct Credentials {
+pub(crate) struct Credentials {
     by_profile: HashMap<String, (Arc<Profile>, Credential)>,
     clock: Arc<dyn Clock>,
     /// The callers' JWKS, when fetched from a URL: refreshed here with the credentials, by the
@@ -52,24 +57,26 @@ pub struct Credentials {
 const JWKS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Credentials {
-    /// Builds every profile's credential. With `previous`, token caches of unchanged profiles
-    /// are kept, so a config reload neither drops nor refetches tokens.
-    pub fn build(
-        config: &Config,
+    /// Builds every profile's credential; `jwks` is the callers' JWKS verifier, refreshed here
+    /// when it comes from a URL. With `previous`, token caches of unchanged profiles are kept,
+    /// so a config reload neither drops nor refetches tokens.
+    pub(crate) fn build(
+        profiles: &BTreeMap<String, Arc<Profile>>,
+        jwks: Option<Arc<JwtVerifier>>,
         client: &Upstream,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         previous: Option<&Credentials>,
     ) -> Self {
         let mut keys: HashMap<&str, Arc<KeySource>> = HashMap::new();
-        for (name, profile) in &config.profiles {
+        for (name, profile) in profiles {
             if let Auth::Keys { key, files } = &profile.auth {
                 keys.insert(name, Arc::new(KeySource::new(key.clone(), files.clone())));
             }
         }
-        let node_local = node_local_client(config, client);
+        let node_local = node_local_client(profiles, client);
         let mut by_profile = HashMap::new();
-        for (name, profile) in &config.profiles {
+        for (name, profile) in profiles {
             let kept = previous.and_then(|p| p.by_profile.get(name)).filter(|(old, _)| **old == **profile);
             let credential = match &profile.auth {
                 Auth::Keys { .. } => keys.get(name.as_str()).cloned().map(Credential::Keys),
@@ -91,8 +98,8 @@ impl Credentials {
                         _ => None,
                     });
                     let via = match &spec.method {
-                        crate::config::TokenMethod::Agency { via, .. } => keys.get(via.as_str()).cloned(),
-                        crate::config::TokenMethod::Password { .. } => None,
+                        TokenMethod::Agency { via, .. } => keys.get(via.as_str()).cloned(),
+                        TokenMethod::Password { .. } => None,
                     };
                     let cache = kept.unwrap_or_else(|| {
                         let source = iam::Iam {
@@ -116,7 +123,7 @@ impl Credentials {
                 by_profile.insert(name.clone(), (profile.clone(), credential));
             }
         }
-        let jwks = config.callers.jwt.clone().map(|v| (v, client.clone()));
+        let jwks = jwks.map(|v| (v, client.clone()));
         Credentials { by_profile, clock, jwks }
     }
 
@@ -128,7 +135,7 @@ impl Credentials {
     }
 
     /// The profile's credential for a call now: 503 when none is usable.
-    pub async fn authorization(&self, profile: &Profile) -> Result<Authorization, GatewayError> {
+    pub(crate) async fn authorization(&self, profile: &Profile) -> Result<Authorization, GatewayError> {
         match self.credential(profile)? {
             Credential::Keys(source) => {
                 let key = source.current();
@@ -147,7 +154,7 @@ impl Credentials {
     }
 
     /// Forgets a token SparkRTC refused.
-    pub fn invalidate(&self, profile: &Profile, token: &Token) {
+    pub(crate) fn invalidate(&self, profile: &Profile, token: &Token) {
         if let Ok(Credential::Token(cache)) = self.credential(profile) {
             cache.invalidate(token);
         }
@@ -155,7 +162,7 @@ impl Credentials {
 
     /// Each profile's state, by name: `Err` says why calls on its apps get 503 now. Tokens not
     /// yet fetched count as usable until a fetch fails.
-    pub fn states(&self) -> BTreeMap<&str, Result<(), String>> {
+    pub(crate) fn states(&self) -> BTreeMap<&str, Result<(), String>> {
         let now = self.clock.now();
         let state = |credential: &Credential| match credential {
             Credential::Token(cache) => cache.readiness(),
@@ -169,7 +176,7 @@ impl Credentials {
     }
 
     /// Re-reads key files and refreshes tokens that are due. Run every few seconds and on SIGHUP.
-    pub async fn maintain(&self) {
+    pub(crate) async fn maintain(&self) {
         self.refresh_jwks().await;
         for (name, (_, credential)) in &self.by_profile {
             match credential {
@@ -177,7 +184,7 @@ impl Credentials {
                     Ok(true) => tracing::info!(profile = %name, "AK/SK files changed; the next calls use the new keys"),
                     Ok(false) => {}
                     Err(e) => {
-                        tracing::error!(profile = %name, error = %e, "AK/SK files unusable; still signing with the previous keys")
+                        tracing::error!(profile = %name, error = %ErrorChain(&e), "AK/SK files unusable; still signing with the previous keys")
                     }
                 },
                 Credential::Token(cache) => cache.refresh_if_due().await,
@@ -194,14 +201,13 @@ fn unavailable(u: token::Unavailable) -> GatewayError {
 /// The client for node-local endpoints (metadata, pod identity), which are plain http by design:
 /// the upstream's own settings with http allowed. The upstream client when there are none, or
 /// when the client cannot be built (the fetches then fail and say so).
-fn node_local_client(config: &Config, client: &Upstream) -> Upstream {
-    let needed = config.profiles.values().any(|p| matches!(&p.auth, Auth::Platform(s) if s.source.node_local()));
-    if !needed || config.upstream.allow_http {
+fn node_local_client(profiles: &BTreeMap<String, Arc<Profile>>, client: &Upstream) -> Upstream {
+    let needed = profiles.values().any(|p| matches!(&p.auth, Auth::Platform(s) if s.source.node_local()));
+    if !needed {
         return client.clone();
     }
-    let settings = crate::config::Upstream { allow_http: true, ..config.upstream.clone() };
-    Upstream::new(&settings).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "cannot build the client for the metadata and pod identity endpoints");
+    client.allowing_http().unwrap_or_else(|e| {
+        tracing::error!(error = %ErrorChain(&e), "cannot build the client for the metadata and pod identity endpoints");
         client.clone()
     })
 }
@@ -211,24 +217,27 @@ impl Credentials {
     async fn refresh_jwks(&self) {
         let Some((verifier, client)) = &self.jwks else { return };
         let Some(uri) = verifier.url_due(self.clock.now()) else { return };
+        const PEER: &str = "the JWKS URL";
         let fetch = async {
             let req = http::Request::get(uri.clone())
                 .header(http::header::ACCEPT, "application/json")
                 .body(http_body_util::Full::new(bytes::Bytes::new()))
-                .map_err(|e| e.to_string())?;
-            let rsp = client.request(req).await.map_err(|e| format!("the JWKS URL could not be reached: {e}"))?;
+                .map_err(|e| FetchError::Request { what: e.to_string() })?;
+            let rsp = client.request(req).await.map_err(|source| FetchError::Unreachable { peer: PEER, source })?;
             if !rsp.status().is_success() {
-                return Err(format!("the JWKS URL answered {}", rsp.status().as_u16()));
+                let status = rsp.status().as_u16();
+                return Err(FetchError::Refused { peer: PEER, status, code: "-".to_owned(), during: None });
             }
             let body = http_body_util::Limited::new(rsp.into_body(), 256 * 1024);
             http_body_util::BodyExt::collect(body)
                 .await
                 .map(|b| b.to_bytes())
-                .map_err(|e| format!("the JWKS is unreadable: {e}"))
+                .map_err(|source| FetchError::Unreadable { peer: PEER, source })
         };
         let result = tokio::time::timeout(JWKS_TIMEOUT, fetch)
             .await
-            .unwrap_or_else(|_| Err(format!("the JWKS URL did not answer within {} s", JWKS_TIMEOUT.as_secs())));
+            .unwrap_or_else(|_| Err(FetchError::Timeout { peer: PEER, after: JWKS_TIMEOUT }))
+            .map_err(|e| ErrorChain(&e).to_string());
         verifier.fetched(result, self.clock.now());
     }
 }

@@ -25,7 +25,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
+use super::error::FetchError;
 use super::iam::Iam;
+use crate::cause::ErrorChain;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
@@ -34,13 +36,13 @@ use crate::signer::SdkDate;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A token with less than this left when IAM hands it over could expire in the middle of the
 /// calls it is meant for (or means this host's clock is off): it counts as a failed fetch.
-pub const MIN_TOKEN_LIFE: Duration = Duration::from_secs(60);
+pub(crate) const MIN_TOKEN_LIFE: Duration = Duration::from_secs(60);
 /// However short-lived the tokens, a profile is not refreshed more often than this.
-pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A credential and when it expires.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Issued<T> {
+pub(crate) struct Issued<T> {
     pub value: T,
     pub expires_at: SystemTime,
     /// When the gateway fetched it.
@@ -48,11 +50,11 @@ pub struct Issued<T> {
 }
 
 /// An IAM token.
-pub type Token = Issued<Secret>;
+pub(crate) type Token = Issued<Secret>;
 
 /// Where a cache's credentials come from: one fetch, errors saying what went wrong and never a
 /// secret. The cache bounds each fetch by [`Timing::fetch_timeout`].
-pub trait Source: Send + Sync + 'static {
+pub(crate) trait Source: Send + Sync + 'static {
     type Item: Send + Sync + PartialEq + 'static;
     /// What is fetched, for logs and readiness: "IAM token", "temporary keys".
     const WHAT: &'static str;
@@ -60,7 +62,7 @@ pub trait Source: Send + Sync + 'static {
     const EXPIRING: &'static str;
     /// Who is asked, for the timeout message: "IAM", "the metadata service".
     fn peer(&self) -> &'static str;
-    fn fetch(&self) -> impl Future<Output = Result<Issued<Self::Item>, String>> + Send;
+    fn fetch(&self) -> impl Future<Output = Result<Issued<Self::Item>, FetchError>> + Send;
 }
 
 /// When to refresh and how long to wait, from the profile's config.
@@ -80,7 +82,7 @@ const FRESH_TOKEN: Duration = Duration::from_secs(30);
 
 /// No valid token could be had; try again after this long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unavailable {
+pub(crate) struct Unavailable {
     pub retry_after: Duration,
 }
 
@@ -108,7 +110,7 @@ impl<T> Default for State<T> {
     }
 }
 
-pub struct TokenCache<S: Source = Iam> {
+pub(crate) struct TokenCache<S: Source = Iam> {
     profile: String,
     source: S,
     timing: Timing,
@@ -127,7 +129,7 @@ impl<S: Source> std::fmt::Debug for TokenCache<S> {
 }
 
 impl<S: Source> TokenCache<S> {
-    pub fn new(profile: &str, source: S, timing: Timing, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(profile: &str, source: S, timing: Timing, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
         TokenCache {
             profile: profile.to_owned(),
             source,
@@ -169,7 +171,7 @@ impl<S: Source> TokenCache<S> {
 
     /// A token valid now. Once it is due it is still returned, and a refresh starts in the
     /// background. With no valid token, waits for the fetch at most `token_wait`.
-    pub async fn get(self: &Arc<Self>) -> Result<Arc<Issued<S::Item>>, Unavailable> {
+    pub(crate) async fn get(self: &Arc<Self>) -> Result<Arc<Issued<S::Item>>, Unavailable> {
         let now = self.now();
         if let Some(token) = self.valid(now) {
             if self.due(&token, now) {
@@ -186,7 +188,7 @@ impl<S: Source> TokenCache<S> {
 
     /// Refreshes when there is no token or it is due, and waits for that fetch (or for the one
     /// already in flight); for the background ticker. Does nothing during backoff.
-    pub async fn refresh_if_due(self: &Arc<Self>) {
+    pub(crate) async fn refresh_if_due(self: &Arc<Self>) {
         let now = self.now();
         if self.valid(now).is_some_and(|t| !self.due(&t, now)) {
             return;
@@ -220,11 +222,11 @@ impl<S: Source> TokenCache<S> {
 
     /// One fetch within `fetch_timeout`: a stalled source must not hold the fetch (and the
     /// calls waiting on it) for longer.
-    async fn fetch(&self) -> Result<Issued<S::Item>, String> {
+    async fn fetch(&self) -> Result<Issued<S::Item>, FetchError> {
         let within = self.timing.fetch_timeout;
         match tokio::time::timeout(within, self.source.fetch()).await {
             Ok(result) => result,
-            Err(_) => Err(format!("{} did not answer within {} ms", self.source.peer(), within.as_millis())),
+            Err(_) => Err(FetchError::Timeout { peer: self.source.peer(), after: within }),
         }
     }
 
@@ -239,17 +241,16 @@ impl<S: Source> TokenCache<S> {
 
     /// Records a fetch's outcome. Time is read here, at the end of the attempt, so the backoff
     /// after a failure starts when the failure is known, however long the attempt took.
-    fn settle(&self, result: Result<Issued<S::Item>, String>) {
+    fn settle(&self, result: Result<Issued<S::Item>, FetchError>) {
         let now = self.now();
         let result = result.and_then(|token| match token.expires_at.duration_since(now) {
             Ok(left) if left >= MIN_TOKEN_LIFE => Ok(token),
-            _ => Err(format!(
-                "{} returned {} at {}, less than {} s from now by this host's clock (check the clock if this repeats)",
-                self.source.peer(),
-                S::EXPIRING,
-                SdkDate::from_system_time(token.expires_at),
-                MIN_TOKEN_LIFE.as_secs()
-            )),
+            _ => Err(FetchError::Expiring {
+                peer: self.source.peer(),
+                what: S::EXPIRING,
+                at: token.expires_at,
+                min_life: MIN_TOKEN_LIFE,
+            }),
         });
         let counters = &self.metrics.counters;
         match result {
@@ -260,10 +261,11 @@ impl<S: Source> TokenCache<S> {
                 let last_refusal = state.last_refusal;
                 *state = State { token: Some(token.clone()), last_refusal, ..State::default() };
                 drop(state);
-                counters.token_refreshes.fetch_add(1, Ordering::Relaxed);
+                counters.token_refreshed();
                 tracing::info!(profile = %self.profile, expires_at = %SdkDate::from_system_time(token.expires_at), refresh_at = %SdkDate::from_system_time(self.refresh_at(&token)), "{} fetched", S::WHAT);
             }
             Err(error) => {
+                let error = ErrorChain(&error).to_string();
                 let mut state = self.lock();
                 state.flight = None;
                 state.failures = state.failures.saturating_add(1);
@@ -271,7 +273,7 @@ impl<S: Source> TokenCache<S> {
                 state.next_attempt = Some(now + backoff);
                 state.last_error = Some(error.clone());
                 drop(state);
-                counters.token_refresh_failures.fetch_add(1, Ordering::Relaxed);
+                counters.token_refresh_failed();
                 tracing::warn!(profile = %self.profile, error = %error, retry_in_s = backoff.as_secs(), "{} fetch failed", S::WHAT);
             }
         }
@@ -295,7 +297,7 @@ impl<S: Source> TokenCache<S> {
     /// But when the replacement for a refused token is refused too, soon after, the refusal
     /// counts as a failure and backs off: a SparkRTC that refuses every token (wrong project,
     /// missing permission) must not turn each call into an IAM fetch.
-    pub fn invalidate(&self, token: &Issued<S::Item>) {
+    pub(crate) fn invalidate(&self, token: &Issued<S::Item>) {
         let now = self.now();
         let mut state = self.lock();
         if state.token.as_deref() != Some(token) {
@@ -308,14 +310,14 @@ impl<S: Source> TokenCache<S> {
         if repeated {
             state.failures = state.failures.saturating_add(1);
             state.next_attempt = Some(now + backoff(state.failures));
-            state.last_error = Some("SparkRTC refused a token just fetched".to_owned());
+            state.last_error = Some(FetchError::RefusedBySparkRtc.to_string());
         } else {
             state.next_attempt = None;
         }
     }
 
     /// `Ok` while a valid token is held, or before the first fetch has failed.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub(crate) fn readiness(&self) -> Result<(), String> {
         let now = self.now();
         let state = self.lock();
         let valid = state.token.as_ref().is_some_and(|t| t.expires_at > now);
@@ -350,11 +352,6 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << doublings).min(MAX_BACKOFF)
 }
 
-/// `Retry-After` seconds for a wait: whole seconds, rounded up, at least 1.
-pub fn retry_after_secs(wait: Duration) -> u64 {
-    u64::try_from(wait.as_millis().div_ceil(1_000)).unwrap_or(u64::MAX).max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,12 +360,5 @@ mod tests {
     fn backoff_doubles_up_to_a_minute() {
         let secs: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
         assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
-    }
-
-    #[test]
-    fn retry_after_rounds_up_and_is_never_zero() {
-        assert_eq!(retry_after_secs(Duration::ZERO), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1_001)), 2);
-        assert_eq!(retry_after_secs(Duration::from_secs(60)), 60);
     }
 }

@@ -21,16 +21,16 @@ use http_body::{Frame, SizeHint};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::error::BoxError;
+use crate::cause::BoxError;
 
 /// How long a connection may stay open with nothing in flight, by default.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Open connections per listener when nothing else is said.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// The limits one listener enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     pub idle_timeout: Duration,
     pub max_connections: usize,
 }
@@ -43,7 +43,7 @@ impl Default for ConnectionLimits {
 
 /// The registry of one listener's open connections (shared when two sockets serve the same
 /// gateway, so the limit counts both).
-pub struct Connections {
+pub(crate) struct Connections {
     limits: ConnectionLimits,
     open: Mutex<HashMap<u64, Arc<Slot>>>,
     next_id: AtomicU64,
@@ -76,7 +76,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Connections {
-    pub fn new(limits: ConnectionLimits) -> Arc<Self> {
+    pub(crate) fn new(limits: ConnectionLimits) -> Arc<Self> {
         let max_connections = limits.max_connections.max(1);
         Arc::new(Connections {
             limits: ConnectionLimits { max_connections, ..limits },
@@ -87,20 +87,16 @@ impl Connections {
         })
     }
 
-    pub fn limits(&self) -> ConnectionLimits {
-        self.limits
-    }
-
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         lock(&self.open).len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Registers a connection just accepted; it counts until the returned handle is dropped.
-    pub fn open(self: &Arc<Self>) -> Connection {
+    pub(crate) fn open(self: &Arc<Self>) -> Connection {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(Slot {
             activity: Mutex::new(Activity { in_flight: 0, calls: 0, idle_since: Instant::now(), evicting: false }),
@@ -113,7 +109,7 @@ impl Connections {
 
     /// Returns once a new connection may be accepted. At the limit, asks the connections idle
     /// the longest to close (as many as needed for one more) and waits for them to go.
-    pub async fn room(&self) {
+    pub(crate) async fn room(&self) {
         let mut waited = false;
         loop {
             let changed = self.changed.notified();
@@ -152,12 +148,12 @@ impl Connections {
 
     /// Closes the connection idle the longest, if any (the accept loop does this when the
     /// process runs out of file descriptors).
-    pub fn shed_one(&self) -> bool {
+    pub(crate) fn shed_one(&self) -> bool {
         evict_oldest_idle(&lock(&self.open), 1) > 0
     }
 
     /// Returns when no connection is open any more.
-    pub async fn all_closed(&self) {
+    pub(crate) async fn all_closed(&self) {
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
@@ -195,7 +191,7 @@ fn evict_oldest_idle(open: &HashMap<u64, Arc<Slot>>, n: usize) -> usize {
 }
 
 /// One open connection's handle, held by its task.
-pub struct Connection {
+pub(crate) struct Connection {
     id: u64,
     slot: Arc<Slot>,
     registry: Arc<Connections>,
@@ -204,7 +200,7 @@ pub struct Connection {
 impl Connection {
     /// Marks a call as started; the call counts as in flight until the guard is dropped, which
     /// [`Tracked`] does when the response body has been sent.
-    pub fn call(&self) -> CallGuard {
+    pub(crate) fn call(&self) -> CallGuard {
         {
             let mut a = lock(&self.slot.activity);
             a.in_flight += 1;
@@ -214,18 +210,18 @@ impl Connection {
         CallGuard { slot: self.slot.clone(), registry: self.registry.clone() }
     }
 
-    pub fn idle_timeout(&self) -> Duration {
+    pub(crate) fn idle_timeout(&self) -> Duration {
         self.registry.limits.idle_timeout
     }
 
     /// Calls started on this connection.
-    pub fn calls(&self) -> u64 {
+    pub(crate) fn calls(&self) -> u64 {
         lock(&self.slot.activity).calls
     }
 
     /// Resolves once nothing has been in flight for `timeout`, counted from the last call's end
     /// or from now, whichever is later.
-    pub async fn idle_for(&self, timeout: Duration) {
+    pub(crate) async fn idle_for(&self, timeout: Duration) {
         let start = Instant::now();
         loop {
             let changed = self.slot.changed.notified();
@@ -249,7 +245,7 @@ impl Connection {
     }
 
     /// Resolves when the accept loop wants this connection closed to make room.
-    pub async fn evicted(&self) {
+    pub(crate) async fn evicted(&self) {
         self.slot.evict.notified().await;
     }
 }
@@ -262,7 +258,7 @@ impl Drop for Connection {
 }
 
 /// A call in flight on a connection.
-pub struct CallGuard {
+pub(crate) struct CallGuard {
     slot: Arc<Slot>,
     registry: Arc<Connections>,
 }
@@ -286,13 +282,13 @@ impl Drop for CallGuard {
 
 /// A response body that keeps its call in flight until the last frame is sent (or the body is
 /// dropped), so a connection streaming a long answer is neither idle nor evictable.
-pub struct Tracked<B> {
+pub(crate) struct Tracked<B> {
     inner: B,
     guard: Option<CallGuard>,
 }
 
 impl<B> Tracked<B> {
-    pub fn new(inner: B, guard: CallGuard) -> Self {
+    pub(crate) fn new(inner: B, guard: CallGuard) -> Self {
         Tracked { inner, guard: Some(guard) }
     }
 }

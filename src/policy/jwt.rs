@@ -119,7 +119,7 @@ fn family(alg: Algorithm) -> Option<&'static str> {
 }
 
 /// Whether `alg` may be configured: asymmetric ones only.
-pub fn asymmetric(alg: Algorithm) -> bool {
+pub(crate) fn asymmetric(alg: Algorithm) -> bool {
     family(alg).is_some()
 }
 

@@ -16,16 +16,16 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
 
-pub use cidr::Cidr;
-pub use jwt::{asymmetric, JwksSource, JwtSpec, JwtVerifier, TokenRefusal};
-pub use san::spiffe_ids;
+pub(crate) use cidr::Cidr;
+pub(crate) use jwt::{asymmetric, JwksSource, JwtSpec, JwtVerifier, TokenRefusal};
+pub(crate) use san::spiffe_ids;
 
 use crate::catalog::{Catalog, Operation};
 
-pub const DEFAULT_KEY_HEADER: &str = "x-gateway-key";
+pub(crate) const DEFAULT_KEY_HEADER: &str = "x-gateway-key";
 
 /// Named operation groups usable in rules besides single operation names and `*`.
-pub const GROUPS: [(&str, &[&str]); 3] = [
+pub(crate) const GROUPS: [(&str, &[&str]); 3] = [
     ("moderation", &["RemoveUsers", "RemoveRoom"]),
     (
         "recording",
@@ -66,7 +66,9 @@ pub const GROUPS: [(&str, &[&str]); 3] = [
 ];
 
 /// Expands operation names, groups (`read-only`: every GET; see [`GROUPS`]) and `*`.
-pub fn expand_operations<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<BTreeSet<&'static str>, String> {
+pub(crate) fn expand_operations<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<BTreeSet<&'static str>, String> {
     let all = Catalog.operations();
     let mut out = BTreeSet::new();
     for name in names {
@@ -188,7 +190,7 @@ impl Callers {
             // Compare against every caller, in constant time each, so timing tells nothing.
             let mut found = None;
             for c in &self.named {
-                if c.key_sha256.is_some_and(|k| constant_time_eq(&k, &digest)) {
+                if c.key_sha256.is_some_and(|k| crate::secret::constant_time_eq(&k, &digest)) {
                     found = Some(c.name.clone());
                 }
             }
@@ -233,10 +235,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
-}
-
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// One allow rule: these callers may run these operations.

@@ -47,7 +47,7 @@ fn one(der: &[u8], tag: u8) -> Option<&[u8]> {
 }
 
 /// The `spiffe://` URI names of a DER certificate; empty when it has none or is malformed.
-pub fn spiffe_ids(cert: &[u8]) -> Vec<String> {
+pub(crate) fn spiffe_ids(cert: &[u8]) -> Vec<String> {
     let Some(tbs) = one(cert, SEQUENCE).and_then(|c| one(c, SEQUENCE)) else { return Vec::new() };
     let Some(extensions) = elements(tbs).find(|e| e.tag == EXTENSIONS).and_then(|e| one(e.content, SEQUENCE)) else {
         return Vec::new();

@@ -142,6 +142,7 @@ impl<C: Clock + Clone> Limits<C> {
     }
 
     /// Address keys currently held.
+    #[cfg(test)]
     pub(super) fn address_keys(&self) -> usize {
         self.addresses.as_ref().map_or(0, |a| a.1.len())
     }

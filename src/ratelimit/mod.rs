@@ -4,9 +4,9 @@
 //! the call goes on.
 //!
 //! Two backends keep the state, chosen by `[limits] backend`:
-//! - [`local`]: in this process (governor's GCRA). Each replica counts alone, so N replicas let
+//! - `local`: in this process (governor's GCRA). Each replica counts alone, so N replicas let
 //!   N times the quota through; right for a single gateway or a sidecar per pod.
-//! - [`redis`]: shared by every replica through one Redis, one round trip per call: a
+//! - `redis`: shared by every replica through one Redis, one round trip per call: a
 //!   server-side script runs the same GCRA over every limit that applies, on Redis's clock.
 //!
 //! This module knows nothing of the configuration file: the config builds a [`LimitPlan`] and
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 
-pub use self::redis::{BackendError, RedisSpec};
+pub(crate) use self::redis::{BackendError, RedisSpec};
 
 /// `count` calls per `per`, with bursts of up to `burst` calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +69,7 @@ pub enum OnBackendError {
     Deny,
 }
 
+/// One limit: its rate and burst, and what it does when the shared backend cannot decide.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LimitSpec {
     pub rate: Rate,
@@ -87,6 +88,7 @@ pub struct LimitPlan {
     pub per_address: Option<LimitSpec>,
 }
 
+/// The limits of one app: on the whole app, and on each of its operations.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AppLimits {
     pub app: Option<LimitSpec>,
@@ -121,13 +123,8 @@ pub struct Limited {
 
 impl Limited {
     fn new(policy: &'static str, rate: Rate, wait: Duration) -> Self {
-        Limited { policy, rate, retry_after_secs: whole_secs_at_least_one(wait) }
+        Limited { policy, rate, retry_after_secs: crate::clock::retry_after_secs(wait) }
     }
-}
-
-/// `Retry-After` values: whole seconds, rounded up, never 0.
-pub fn whole_secs_at_least_one(wait: Duration) -> u64 {
-    u64::try_from(wait.as_nanos().div_ceil(1_000_000_000)).unwrap_or(u64::MAX).max(1)
 }
 
 /// Why a call may not go on.
@@ -185,11 +182,6 @@ impl Limits<DefaultClock> {
 }
 
 impl<C: Clock + Clone> Limits<C> {
-    /// A local limiter on `clock`, for tests.
-    pub fn local_with_clock(plan: LimitPlan, clock: C) -> Self {
-        Limits { kind: Kind::Local(local::Limits::new(&plan, &clock, None)), plan: Arc::new(plan), clock }
-    }
-
     fn build(plan: LimitPlan, backend: &Backend, clock: C, previous: Option<&Limits<C>>) -> Result<Self, BackendError> {
         let kind = match (backend, previous.map(|p| &p.kind)) {
             (Backend::Local, Some(Kind::Local(old))) => Kind::Local(local::Limits::new(&plan, &clock, Some(old))),
@@ -203,7 +195,7 @@ impl<C: Clock + Clone> Limits<C> {
     /// The limiter of a reloaded configuration. Local limits whose key and spec are unchanged
     /// keep their state; a Redis backend keeps its connection while its settings are unchanged
     /// (the state is in Redis, keyed by each limit's spec, so it carries over by itself).
-    pub fn reloaded(&self, plan: LimitPlan, backend: &Backend) -> Result<Self, BackendError> {
+    pub(crate) fn reloaded(&self, plan: LimitPlan, backend: &Backend) -> Result<Self, BackendError> {
         Limits::build(plan, backend, self.clock.clone(), Some(self))
     }
 
@@ -219,7 +211,7 @@ impl<C: Clock + Clone> Limits<C> {
     }
 
     /// `None` for the local backend; else whether Redis answered its last command.
-    pub fn backend_up(&self) -> Option<bool> {
+    pub(crate) fn backend_up(&self) -> Option<bool> {
         match &self.kind {
             Kind::Local(_) => None,
             Kind::Redis(r) => Some(r.up()),
@@ -228,22 +220,14 @@ impl<C: Clock + Clone> Limits<C> {
 
     /// Asks the shared backend whether it is there, so readiness and reconnection do not wait
     /// for a call. Does nothing for the local backend.
-    pub async fn probe(&self) {
+    pub(crate) async fn probe(&self) {
         if let Kind::Redis(r) = &self.kind {
             r.probe().await;
         }
     }
 
-    pub fn plan(&self) -> &LimitPlan {
+    pub(crate) fn plan(&self) -> &LimitPlan {
         &self.plan
-    }
-
-    /// Address keys held in process (local backend).
-    pub fn address_keys(&self) -> usize {
-        match &self.kind {
-            Kind::Local(l) => l.address_keys(),
-            Kind::Redis(_) => 0,
-        }
     }
 }
 
@@ -260,14 +244,6 @@ mod tests {
         assert_eq!(r("3/s", Some(1)), Some(1));
         assert_eq!(Rate::parse("0/s", None), None);
         assert_eq!(Rate::parse("5/d", None), None);
-    }
-
-    #[test]
-    fn retry_after_is_whole_seconds_rounded_up_never_zero() {
-        assert_eq!(whole_secs_at_least_one(Duration::ZERO), 1);
-        assert_eq!(whole_secs_at_least_one(Duration::from_millis(1)), 1);
-        assert_eq!(whole_secs_at_least_one(Duration::from_millis(1_001)), 2);
-        assert_eq!(whole_secs_at_least_one(Duration::from_secs(60)), 60);
     }
 
     #[test]

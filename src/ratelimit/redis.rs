@@ -21,6 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, RedisError};
 
 use super::{Checked, LimitPlan, LimitSpec, Limited, OnBackendError, Refusal, Subject, Via};
+use crate::cause::Causes;
 use crate::secret::Secret;
 
 const SCRIPT: &str = include_str!("gcra.lua");
@@ -274,7 +275,7 @@ impl Limits {
         }
         let error_kind = error.kind();
         if meets.iter().any(|m| m.spec.on_backend_error == OnBackendError::Deny) {
-            tracing::debug!(error = %error, "rate-limit backend failed; refusing per on_backend_error = \"deny\"");
+            tracing::debug!(error = %error, cause = %Causes(&error), "rate-limit backend failed; refusing per on_backend_error = \"deny\"");
             return Checked {
                 verdict: Err(Refusal::BackendDown(error)),
                 via: Via::BackendFailed { error_kind, admitted: false },
@@ -288,7 +289,7 @@ impl Limits {
         let Ok(mut last) = self.last_warning.lock() else { return };
         if last.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
             *last = Some(Instant::now());
-            tracing::warn!(error = %error, cause = %Chain(error), "rate-limit backend failed; forwarding calls unlimited per on_backend_error = \"allow\" (warned at most once a minute)");
+            tracing::warn!(error = %error, cause = %Causes(error), "rate-limit backend failed; forwarding calls unlimited per on_backend_error = \"allow\" (warned at most once a minute)");
         }
     }
 
@@ -381,21 +382,5 @@ fn client(spec: &RedisSpec) -> Result<Client, BackendError> {
             Client::build_with_tls(info, certs).map_err(BackendError::Client)
         }
         None => Client::open(info).map_err(BackendError::Client),
-    }
-}
-
-/// An error and its causes, `: `-separated, for log lines.
-struct Chain<'a>(&'a dyn std::error::Error);
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut source = self.0.source();
-        let mut first = true;
-        while let Some(e) = source {
-            write!(f, "{}{e}", if first { "" } else { ": " })?;
-            first = false;
-            source = e.source();
-        }
-        Ok(())
     }
 }

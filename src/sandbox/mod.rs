@@ -5,6 +5,8 @@
 
 mod verify;
 
+pub use verify::{verify, Rejection, MAX_SKEW_SECS};
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,25 +14,44 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-pub use verify::{verify, Rejection, MAX_SKEW_SECS};
-
 use crate::body::Body;
 use crate::catalog::Catalog;
-use crate::config::{Config, Profile};
+use crate::cause::ErrorChain;
+use crate::config::Config;
+use crate::credentials::keys::KeySource;
+use crate::credentials::{Auth, Profile};
 use crate::signer::SdkDate;
 
+/// The SparkRTC stand-in, as a listener handler.
 #[derive(Clone)]
 pub struct Sandbox {
-    profiles: Arc<[Arc<Profile>]>,
+    /// Each AK/SK profile with its live key, which follows the key files as the gateway's does.
+    keys: Arc<[(Arc<Profile>, KeySource)]>,
 }
 
 impl Sandbox {
-    /// Accepts the keys of every profile in `config`, as SparkRTC accepts the account's keys.
+    /// Accepts the keys of every AK/SK profile in `config`, as SparkRTC accepts the account's
+    /// keys, and keeps accepting them when their files change.
     pub fn new(config: &Config) -> Self {
-        Sandbox { profiles: config.profiles.values().cloned().collect() }
+        let keys = config.profiles.values().filter_map(|p| match &p.auth {
+            Auth::Keys { key, files } => Some((p.clone(), KeySource::new(key.clone(), files.clone()))),
+            Auth::Token(_) | Auth::Platform(_) => None,
+        });
+        Sandbox { keys: keys.collect() }
     }
 
-    pub async fn answer<B>(&self, req: Request<B>) -> Response<Body>
+    /// The current key of each profile, re-read from its files: a dev tool can afford the
+    /// reads, and a rotated key is accepted from the first call signed with it.
+    fn live_keys(&self) -> impl Iterator<Item = (&Arc<Profile>, crate::signer::SigningKey)> {
+        self.keys.iter().map(|(profile, source)| {
+            if let Err(e) = source.refresh() {
+                tracing::warn!(target: "sandbox", profile = %profile.name, error = %ErrorChain(&e), "key files unusable; verifying with the previous key");
+            }
+            (profile, source.current().key.clone())
+        })
+    }
+
+    pub(crate) async fn answer<B>(&self, req: Request<B>) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes>,
     {
@@ -39,8 +60,8 @@ impl Sandbox {
             return reply(StatusCode::BAD_REQUEST, Some(("RTC.00001003", "InvalidParameterValue")));
         };
         let now = SdkDate::from_system_time(std::time::SystemTime::now());
-        if let Err(rejection) = verify(&parts, &body, &self.profiles, now) {
-            tracing::info!(target: "sandbox", method = %parts.method, path = %parts.uri.path(), code = rejection.code(), reason = ?rejection, "refused");
+        if let Err(rejection) = verify::verify_with(&parts, &body, self.live_keys(), now) {
+            tracing::info!(target: "sandbox", method = %parts.method, path = %parts.uri.path(), code = rejection.code(), reason = rejection.message(), "refused");
             return reply(StatusCode::UNAUTHORIZED, Some((rejection.code(), rejection.message())));
         }
         let Ok(route) = Catalog.resolve(&parts.method, &parts.uri, parts.version) else {
@@ -61,7 +82,7 @@ impl Sandbox {
 }
 
 impl crate::listener::Handler for Sandbox {
-    async fn call(&self, req: Request<Incoming>, _peer: crate::gateway::Peer) -> Response<Body> {
+    async fn call(&self, req: Request<Incoming>, _peer: crate::listener::Peer) -> Response<Body> {
         self.answer(req).await
     }
 }

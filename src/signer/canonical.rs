@@ -50,6 +50,7 @@ impl CanonicalQuery {
         Self::from_pairs(pairs)
     }
 
+    /// A query of decoded pairs, sorted as the SDK sorts them.
     pub fn from_pairs(mut pairs: Vec<(String, String)>) -> Self {
         // `String`'s byte order is code-point order for UTF-8, which is Python's `str` order.
         pairs.sort();
@@ -61,6 +62,7 @@ impl CanonicalQuery {
         &self.pairs
     }
 
+    /// Whether the query has no pair.
     pub fn is_empty(&self) -> bool {
         self.pairs.is_empty()
     }
@@ -104,10 +106,12 @@ pub struct HeaderList {
 }
 
 impl HeaderList {
+    /// No headers.
     pub fn new() -> Self {
         HeaderList::default()
     }
 
+    /// Sets `name` (exact case) to `value`, replacing a header of exactly that name.
     pub fn set(&mut self, name: &str, value: impl Into<String>) {
         let value = value.into();
         match self.entries.iter_mut().find(|(n, _)| n == name) {
@@ -122,10 +126,11 @@ impl HeaderList {
     }
 
     /// Value of the first header whose name matches `name` ignoring case (Python's `lower()`).
-    pub fn ignore_case(&self, name: &str) -> Option<&str> {
+    pub(crate) fn ignore_case(&self, name: &str) -> Option<&str> {
         self.entries.iter().find(|(n, _)| same_name(n, name)).map(|(_, v)| v.as_str())
     }
 
+    /// The headers in the order they were set.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.entries.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
@@ -133,7 +138,33 @@ impl HeaderList {
     pub(super) fn entries_mut(&mut self) -> &mut [(String, String)] {
         &mut self.entries
     }
+
+    /// The headers as sent: every value marked sensitive, which keeps signatures, tokens and
+    /// security tokens out of hyper's debug output. `Err` names a header HTTP cannot carry.
+    pub(crate) fn to_header_map(&self) -> Result<http::HeaderMap, UnsendableHeader> {
+        let mut map = http::HeaderMap::with_capacity(self.entries.len());
+        for (name, value) in &self.entries {
+            let unsendable = || UnsendableHeader(name.clone());
+            let header = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| unsendable())?;
+            let mut value = http::HeaderValue::from_str(value).map_err(|_| unsendable())?;
+            value.set_sensitive(true);
+            map.insert(header, value);
+        }
+        Ok(map)
+    }
 }
+
+/// A header name or value HTTP cannot carry; holds the name only (the value may be secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsendableHeader(pub String);
+
+impl std::fmt::Display for UnsendableHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "header {} cannot be sent", self.0)
+    }
+}
+
+impl std::error::Error for UnsendableHeader {}
 
 impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for HeaderList {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {

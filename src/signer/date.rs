@@ -8,15 +8,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct SdkDate(u64);
 
 impl SdkDate {
-    pub fn from_unix(secs: u64) -> Self {
+    #[cfg(test)]
+    pub(crate) fn from_unix(secs: u64) -> Self {
         SdkDate(secs)
     }
 
+    /// The `X-Sdk-Date` of a moment (whole seconds, UTC).
     pub fn from_system_time(t: SystemTime) -> Self {
         SdkDate(t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs())
     }
 
-    pub fn unix(self) -> u64 {
+    pub(crate) fn unix(self) -> u64 {
         self.0
     }
 
@@ -45,7 +47,7 @@ impl SdkDate {
     }
 
     /// `YYYYMMDD`, the day part used in the V11 derived-key scope.
-    pub fn day(self) -> String {
+    pub(crate) fn day(self) -> String {
         let (y, m, d) = civil_from_days(self.0 / 86_400);
         format!("{y:04}{m:02}{d:02}")
     }

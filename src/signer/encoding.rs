@@ -15,7 +15,7 @@ fn is_unreserved(b: u8) -> bool {
 }
 
 /// Appends `s` with every byte outside the unreserved set written as `%XX` (upper-case hex).
-pub fn encode_into(s: &str, out: &mut String) {
+pub(crate) fn encode_into(s: &str, out: &mut String) {
     for &b in s.as_bytes() {
         if is_unreserved(b) {
             out.push(char::from(b));
@@ -27,6 +27,7 @@ pub fn encode_into(s: &str, out: &mut String) {
     }
 }
 
+/// Percent-encodes everything but RFC 3986 unreserved characters, in upper-case hex, as the SDK does.
 pub fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + s.len() / 2);
     encode_into(s, &mut out);
@@ -38,7 +39,7 @@ pub fn encode(s: &str) -> String {
 /// Python splits the text into runs of ASCII and non-ASCII characters and unquotes each ASCII run
 /// on its own, decoding its bytes as UTF-8 with U+FFFD for invalid sequences (the same maximal
 /// subpart rule as [`String::from_utf8_lossy`]).
-pub fn decode_lossy(s: &str) -> Cow<'_, str> {
+pub(crate) fn decode_lossy(s: &str) -> Cow<'_, str> {
     if !s.contains('%') {
         return Cow::Borrowed(s);
     }
@@ -60,7 +61,7 @@ pub fn decode_lossy(s: &str) -> Cow<'_, str> {
 
 /// Strict decoding for values the gateway routes and authorizes on: `None` when an escape is
 /// malformed or the bytes are not UTF-8, where [`decode_lossy`] would guess.
-pub fn decode_strict(s: &str) -> Option<Cow<'_, str>> {
+pub(crate) fn decode_strict(s: &str) -> Option<Cow<'_, str>> {
     if !s.contains('%') {
         return Some(Cow::Borrowed(s));
     }
@@ -108,7 +109,7 @@ fn hex_pair(pair: &[u8]) -> Option<u8> {
 }
 
 /// Lower-case hex, as `hashlib`'s `hexdigest()`.
-pub fn hex_lower(bytes: &[u8]) -> String {
+pub(crate) fn hex_lower(bytes: &[u8]) -> String {
     hex::encode(bytes)
 }
 

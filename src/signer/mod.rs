@@ -21,21 +21,22 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use sm3::Sm3;
 
-pub use canonical::{canonical_uri, py_strip, CanonicalQuery, CanonicalRequest, HeaderList};
+pub use canonical::{canonical_uri, py_strip, CanonicalQuery, CanonicalRequest, HeaderList, UnsendableHeader};
 pub use date::{parse_rfc3339, SdkDate};
 
 use crate::secret::Secret;
 use encoding::hex_lower;
 
-pub const HEADER_DATE: &str = "X-Sdk-Date";
-pub const HEADER_SECURITY_TOKEN: &str = "X-Security-Token";
-pub const HEADER_AUTHORIZATION: &str = "Authorization";
-pub const HEADER_HOST: &str = "Host";
-pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+pub(crate) const HEADER_DATE: &str = "X-Sdk-Date";
+pub(crate) const HEADER_SECURITY_TOKEN: &str = "X-Security-Token";
+pub(crate) const HEADER_AUTHORIZATION: &str = "Authorization";
+pub(crate) const HEADER_HOST: &str = "Host";
+pub(crate) const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
 /// Huawei's documented limit for AK/SK-signed bodies.
-pub const MAX_SIGNED_BODY_BYTES: u64 = 12 * 1024 * 1024;
+pub(crate) const MAX_SIGNED_BODY_BYTES: u64 = 12 * 1024 * 1024;
 
+/// The signing algorithm of a key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Algorithm {
     HmacSha256,
@@ -48,6 +49,7 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// The algorithm's name, as it opens `Authorization`.
     pub fn name(&self) -> &'static str {
         match self {
             Algorithm::HmacSha256 => "SDK-HMAC-SHA256",
@@ -132,6 +134,7 @@ pub struct Signature {
     pub authorization: String,
 }
 
+/// Why a request could not be signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignError {
     /// An `X-Sdk-Date` header was already present and is not `YYYYMMDDTHHMMSSZ`.
@@ -238,11 +241,13 @@ fn payload_hash(body: &[u8], headers: &HeaderList, algorithm: &Algorithm) -> Str
     }
 }
 
-/// HKDF-SHA256 (RFC 5869) with one expand block: 32 bytes, shown as lower-case hex.
+/// HKDF-SHA256 (RFC 5869): extract with salt = AK and input key material = SK, expand to one
+/// 32-byte block for `info`; the derived key is that block as lower-case hex.
 fn derive_v11_key(key: &SigningKey, info: &str) -> Secret {
-    let prk = hmac_once::<Hmac<Sha256>>(key.access_key.expose().as_bytes(), key.secret_key.expose().as_bytes());
-    let mut block = Vec::with_capacity(info.len() + 1);
-    block.extend_from_slice(info.as_bytes());
-    block.push(1);
-    Secret::new(hex_lower(&hmac_once::<Hmac<Sha256>>(&prk, &block)))
+    let hkdf = hkdf::Hkdf::<Sha256>::new(Some(key.access_key.expose().as_bytes()), key.secret_key.expose().as_bytes());
+    let mut okm = zeroize::Zeroizing::new([0u8; 32]);
+    // 32 bytes is one SHA-256 block, far below HKDF's limit of 255 blocks: expand cannot fail.
+    // An all-zero key would only produce signatures the server refuses.
+    let _ = hkdf.expand(info.as_bytes(), okm.as_mut());
+    Secret::new(hex_lower(okm.as_ref()))
 }

@@ -1,7 +1,10 @@
 //! Helpers shared by the tests of deploy/: where its files are, the rendered manifests, and the
 //! validation an embedded gateway config must pass.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // a failed expectation is the test failing
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+// a failed expectation is the test failing
+// Shared by several test crates: `pub` is how each reaches these helpers, not a library surface.
+#![allow(unreachable_pub)]
 
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,8 @@
 //! the bytes it received, records every request and answers as each test scripts it.
 
 #![allow(dead_code)]
+// Shared by several test crates: `pub` is how each reaches these helpers, not a library surface.
+#![allow(unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

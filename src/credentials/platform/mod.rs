@@ -20,6 +20,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 
+use super::error::FetchError;
 use super::keys::{read_secret, LoadedKey};
 use super::token::{Issued, Source, Timing};
 use crate::clock::Clock;
@@ -31,13 +32,11 @@ use crate::upstream::Upstream;
 const MAX_ANSWER_BODY: usize = 64 * 1024;
 
 /// The default metadata endpoint: the link-local address every ECS instance reaches.
-pub const DEFAULT_METADATA_ENDPOINT: &str = "http://169.254.169.254";
-/// The SDK's default STS endpoint.
-pub const DEFAULT_STS_REGION_ENDPOINT: &str = "https://sts.cn-north-4.myhuaweicloud.com";
-pub const DEFAULT_SESSION_NAME: &str = "oidc-sts-session";
+pub(crate) const DEFAULT_METADATA_ENDPOINT: &str = "http://169.254.169.254";
+pub(crate) const DEFAULT_SESSION_NAME: &str = "oidc-sts-session";
 /// Pod identity: where the SDK finds the endpoint and the token file.
-pub const ENV_POD_IDENTITY_URI: &str = "HC_CONTAINER_CREDENTIALS_FULL_URI";
-pub const ENV_POD_IDENTITY_TOKEN_FILE: &str = "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE";
+pub(crate) const ENV_POD_IDENTITY_URI: &str = "HC_CONTAINER_CREDENTIALS_FULL_URI";
+pub(crate) const ENV_POD_IDENTITY_TOKEN_FILE: &str = "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE";
 
 /// A platform profile as configured: where its keys come from, how they sign, and when to
 /// refresh them.
@@ -75,7 +74,7 @@ impl PlatformSource {
 }
 
 /// One profile's source of temporary keys.
-pub struct Platform {
+pub(crate) struct Platform {
     spec: PlatformSpec,
     client: Upstream,
     clock: Arc<dyn Clock>,
@@ -84,7 +83,7 @@ pub struct Platform {
 }
 
 impl Platform {
-    pub fn new(spec: PlatformSpec, client: Upstream, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(spec: PlatformSpec, client: Upstream, clock: Arc<dyn Clock>) -> Self {
         Platform { spec, client, clock, session: Mutex::new(None) }
     }
 
@@ -104,16 +103,17 @@ impl Platform {
     }
 
     /// `POST <uri>` with the token file's content in `Authorization` and body `{}`.
-    async fn pod_identity(&self, uri: &Uri, token_file: &std::path::Path) -> Result<Credential, String> {
+    async fn pod_identity(&self, uri: &Uri, token_file: &std::path::Path) -> Result<Credential, FetchError> {
+        const PEER: &str = "the pod identity endpoint";
         let token = read_secret(token_file)?;
         let req = Request::post(uri.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::AUTHORIZATION, sensitive(token.expose())?)
             .body(Full::new(Bytes::from_static(b"{}")))
-            .map_err(|e| format!("pod identity request: {e}"))?;
-        let answer = exchange(&self.client, req, "the pod identity endpoint").await?;
-        answer.success("the pod identity endpoint")?;
-        Credential::parse(&answer.body, "the pod identity endpoint")
+            .map_err(|e| FetchError::Request { what: format!("pod identity request: {e}") })?;
+        let answer = exchange(&self.client, req, PEER).await?;
+        answer.success(PEER, None)?;
+        Credential::parse(&answer.body, PEER)
     }
 }
 
@@ -131,7 +131,7 @@ impl Source for Platform {
         }
     }
 
-    async fn fetch(&self) -> Result<Issued<Arc<LoadedKey>>, String> {
+    async fn fetch(&self) -> Result<Issued<Arc<LoadedKey>>, FetchError> {
         let credential = match &self.spec.source {
             PlatformSource::Metadata { endpoint } => metadata::fetch(self, endpoint).await?,
             PlatformSource::PodIdentity { uri, token_file } => self.pod_identity(uri, token_file).await?,
@@ -156,19 +156,19 @@ struct Credential {
 impl Credential {
     /// The credential JSON, bare or inside `credential` / `credentials`; the first field name
     /// found of each alias list wins, as in the SDK. Errors name fields, never values.
-    fn parse(body: &[u8], from: &str) -> Result<Credential, String> {
-        let json: serde_json::Value =
-            serde_json::from_slice(body).map_err(|_| format!("{from} answered with something that is not JSON"))?;
+    fn parse(body: &[u8], from: &'static str) -> Result<Credential, FetchError> {
+        let malformed = |what: String| FetchError::Malformed { peer: from, what };
+        let json: serde_json::Value = serde_json::from_slice(body).map_err(|_| malformed("is not JSON".to_owned()))?;
         let c = json.get("credential").or_else(|| json.get("credentials")).unwrap_or(&json);
         let field = |names: &[&str]| {
             names
                 .iter()
                 .find_map(|n| c.get(*n).and_then(|v| v.as_str()).filter(|v| !v.is_empty()))
-                .ok_or_else(|| format!("{from}'s answer has no {:?}", names[0]))
+                .ok_or_else(|| malformed(format!("has no {:?}", names[0])))
         };
         let expires = field(&["expires_at", "expiration"])?;
         let expires_at = parse_rfc3339(expires)
-            .ok_or_else(|| format!("{from}'s answer: expires_at {expires:?} is not a UTC RFC 3339 time"))?;
+            .ok_or_else(|| malformed(format!("has expires_at {expires:?}, not a UTC RFC 3339 time")))?;
         Ok(Credential {
             access: Secret::new(field(&["access", "accessKeyId", "access_key_id"])?),
             secret: Secret::new(field(&["secret", "secretAccessKey", "secret_access_key"])?),
@@ -187,41 +187,42 @@ struct Answer {
 
 impl Answer {
     /// `Err` unless 2xx. The body is not quoted: it may echo what was sent.
-    fn success(&self, from: &str) -> Result<(), String> {
+    fn success(&self, from: &'static str, during: Option<&'static str>) -> Result<(), FetchError> {
         if self.status.is_success() {
             return Ok(());
         }
         let json: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
-        let code = json["error"]["code"].as_str().or(json["error_code"].as_str()).unwrap_or("-");
-        Err(format!("{from} answered {} (error code {code})", self.status.as_u16()))
+        let code = json["error"]["code"].as_str().or(json["error_code"].as_str()).unwrap_or("-").to_owned();
+        Err(FetchError::Refused { peer: from, status: self.status.as_u16(), code, during })
     }
 }
 
 /// Sends `req` and reads the answer whole (the cache's fetch timeout bounds it all).
-async fn exchange(client: &Upstream, req: Request<Full<Bytes>>, to: &str) -> Result<Answer, String> {
-    let rsp = client.request(req).await.map_err(|e| format!("{to} could not be reached: {e}"))?;
+async fn exchange(client: &Upstream, req: Request<Full<Bytes>>, to: &'static str) -> Result<Answer, FetchError> {
+    let rsp = client.request(req).await.map_err(|source| FetchError::Unreachable { peer: to, source })?;
     let (parts, body) = rsp.into_parts();
     let body = Limited::new(body, MAX_ANSWER_BODY)
         .collect()
         .await
-        .map_err(|e| format!("{to}'s answer is unreadable: {e}"))?
+        .map_err(|source| FetchError::Unreadable { peer: to, source })?
         .to_bytes();
     Ok(Answer { status: parts.status, headers: parts.headers, body })
 }
 
 /// A header value holding a secret, kept out of hyper's debug output.
-fn sensitive(value: &str) -> Result<http::HeaderValue, String> {
-    let mut v = http::HeaderValue::from_str(value).map_err(|_| "a token holds characters no header may carry")?;
+fn sensitive(value: &str) -> Result<http::HeaderValue, FetchError> {
+    let mut v = http::HeaderValue::from_str(value)
+        .map_err(|_| FetchError::Request { what: "a token holds characters no header may carry".to_owned() })?;
     v.set_sensitive(true);
     Ok(v)
 }
 
 /// `{endpoint}{path}` for an endpoint given as scheme and host.
-fn join(endpoint: &Uri, path: &str) -> Result<Uri, String> {
+fn join(endpoint: &Uri, path: &str) -> Result<Uri, FetchError> {
     let authority = endpoint.authority().map(|a| a.as_str()).unwrap_or_default();
     format!("{}://{authority}{path}", endpoint.scheme_str().unwrap_or("https"))
         .parse()
-        .map_err(|e| format!("endpoint {endpoint}: {e}"))
+        .map_err(|e| FetchError::Request { what: format!("endpoint {endpoint}: {e}") })
 }
 
 #[cfg(test)]
@@ -244,7 +245,7 @@ mod tests {
     #[test]
     fn malformed_credentials_say_what_is_missing_and_show_no_value() {
         let no_token = r#"{"credential":{"access":"A","secret":"SECRET-VALUE","expires_at":"2030-01-02T03:04:05Z"}}"#;
-        let e = Credential::parse(no_token.as_bytes(), "x").err().unwrap_or_default();
+        let e = Credential::parse(no_token.as_bytes(), "x").err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("securitytoken") && !e.contains("SECRET-VALUE"), "{e}");
         let bad_time = r#"{"access":"A","secret":"S","securitytoken":"T","expires_at":"tomorrow"}"#;
         assert!(Credential::parse(bad_time.as_bytes(), "x").is_err());
