@@ -45,7 +45,7 @@ profile = "mian"
         "server.lissen: unknown key",
         "upstream.endpoint: \"http://rtc.example\" is plain http",
         "upstream.connect_timeout: \"3 sec\" is not a duration",
-        "profiles.main.secret_key_env: names the environment variable UNSET_VARIABLE_FOR_TEST, which is not set",
+        "profiles.main.secret_key_env: names an environment variable that is not set or is empty",
         "profiles.main.project_id: set the Huawei Cloud project id",
         "apps.app-1.profile: \"mian\" is not a defined profile; defined: [\"main\"]",
         "apps.app-1.allow: is missing, so nothing would be allowed",
@@ -143,4 +143,22 @@ fn limiter_backend_mistakes_say_what_to_write_and_never_quote_a_password() {
     assert!(found[0].starts_with("limits.redis.url: is missing"), "{found:?}");
     let found = problems(&format!("{base}[admin]\nreadiness = \"most\"\n"));
     assert!(found[0].starts_with("admin.readiness: \"most\" must be \"any\""), "{found:?}");
+}
+
+#[test]
+fn a_secret_written_where_its_variable_or_file_belongs_is_never_repeated() {
+    // Keys look like variable names and paths: neither may be quoted back.
+    for key in ["secret_key_env", "secret_key_file", "access_key_env", "access_key_file"] {
+        let text = format!(
+            "[profiles.main]\naccess_key = \"AK\"\nsecret_key = \"SK\"\nproject_id = \"p\"\n"
+        )
+        .replace(&format!("{} = ", key.trim_end_matches("_env").trim_end_matches("_file")), &format!("{key} = "))
+        .replace("\"SK\"", "\"Q2hvb3NlQVNlY3JldEtleTQwQ2hhcnNMb25nMTIz\"")
+        .replace("\"AK\"", "\"HPUAQ2HVB3NLQVNLY3JL\"");
+        let found = problems(&text);
+        assert!(!found.is_empty(), "{key}: {text}");
+        for secret in ["Q2hvb3NlQVNlY3JldEtleTQwQ2hhcnNMb25nMTIz", "HPUAQ2HVB3NLQVNLY3JL"] {
+            assert!(found.iter().all(|p| !p.contains(secret)), "{key}: {found:#?}");
+        }
+    }
 }

@@ -507,15 +507,10 @@ impl Mutation {
                 while !line.is_char_boundary(at) {
                     at -= 1;
                 }
-                let mut edited = line.clone();
-                edited.insert_str(at, text);
-                // A secret written where an environment variable's name or a file's path goes
-                // (`password_env = "<the password>"`) is echoed by the message about that name
-                // or path today; that is reported separately, and kept out of this property.
-                let key = edited.split('=').next().unwrap_or_default().trim_end();
-                if !(secret_line(&edited) && (key.ends_with("_env") || key.ends_with("_file"))) {
-                    *line = edited;
-                }
+                // Including a secret written where an environment variable's name or a file's
+                // path goes (`password_env = "<the password>"`): the message about that name or
+                // path must not repeat it either.
+                line.insert_str(at, text);
             }
             Mutation::WrapSecret(i, kind) => {
                 let line = &mut lines[i % n];

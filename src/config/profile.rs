@@ -208,22 +208,34 @@ pub(super) fn secret(
         return non_empty(Secret::new(value), t.key_path(name), "is empty", p).map(|s| (s, None));
     }
     if let Some(var) = t.string(&env_key, p) {
+        // Never quoted: a secret pasted here by mistake must not be repeated in the message,
+        // which ends up in logs and CI output; the key path names the setting.
+        if !is_env_name(var) {
+            p.push(t.key_path(&env_key), "is not an environment variable's name (letters, digits and _); if the secret itself was written here, move it to a variable and rotate it");
+            return None;
+        }
         let value = env(var).unwrap_or_default();
-        let message =
-            format!("names the environment variable {var}, which is not set or is empty; export it before starting");
-        return non_empty(Secret::new(value.trim()), t.key_path(&env_key), &message, p).map(|s| (s, None));
+        // Not quoted even then: a secret key can look like a variable's name too.
+        let message = "names an environment variable that is not set or is empty; export it before starting";
+        return non_empty(Secret::new(value.trim()), t.key_path(&env_key), message, p).map(|s| (s, None));
     }
     let file = base.join(t.string(&file_key, p)?);
     match crate::credentials::keys::read_secret(&file) {
         Ok(value) => Some((value, Some(file))),
+        // The path is not repeated, for the same reason; the key names the setting.
         Err(e) => {
-            p.push(
-                t.key_path(&file_key),
-                format!("{}; check the path and that the gateway's user may read it", ErrorChain(&e)),
-            );
+            p.push(t.key_path(&file_key), format!("{}; check the path and that the gateway's user may read it", e.unnamed()));
             None
         }
     }
+}
+
+/// POSIX's portable environment variable names: letters, digits and `_`, not starting with a digit.
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 128
 }
 
 fn non_empty(s: Secret, key: String, message: &str, p: &mut Problems) -> Option<Secret> {

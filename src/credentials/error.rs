@@ -50,6 +50,22 @@ impl fmt::Display for FileError {
     }
 }
 
+impl FileError {
+    /// What is wrong, without the file's name. For config messages about a `*_file` key, whose
+    /// value may be a secret pasted where its path belongs: the key path names the setting.
+    pub(crate) fn unnamed(&self) -> String {
+        match self {
+            FileError::Read { source, .. } => format!("the file it names cannot be read ({source})"),
+            FileError::Empty { .. } => "the file it names is empty".to_owned(),
+            FileError::NotJson { .. } => "the file it names is not JSON".to_owned(),
+            FileError::Missing { field, .. } => format!("the file it names has no \"{field}\""),
+            FileError::BadExpiry { value, .. } => {
+                format!("the file it names has an expires_at ({value:?}) that is not a UTC RFC 3339 time")
+            }
+        }
+    }
+}
+
 impl std::error::Error for FileError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
