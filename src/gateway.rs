@@ -253,6 +253,8 @@ impl Gateway {
         // 404: not a SparkRTC operation.
         let route = Catalog.resolve(req.method(), req.uri(), req.version())?;
         record.route(&route);
+        // 400: no Host, or several, on HTTP/1.1.
+        relay::one_host(req.version(), req.headers())?;
         // 403: app not served, or a v1 path naming a foreign project.
         let app = served_app(config, &route)?;
         record.served();

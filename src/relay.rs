@@ -83,6 +83,19 @@ pub(crate) fn framing(headers: &HeaderMap) -> Result<(), GatewayError> {
     Ok(())
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host` (HTTP/2 names its authority
+/// in a pseudo-header; HTTP/1.0 may omit it). The gateway never forwards or signs the caller's
+/// `Host`, but a proxy in front may route on it, so a request two readers could route apart is
+/// refused rather than guessed at.
+pub(crate) fn one_host(version: http::Version, headers: &HeaderMap) -> Result<(), GatewayError> {
+    let hosts = headers.get_all(header::HOST).iter().count();
+    match (version, hosts) {
+        (http::Version::HTTP_11, 0) => Err(GatewayError::BadHeader("an HTTP/1.1 request needs a Host header")),
+        (_, 2..) => Err(GatewayError::BadHeader("a request carries one Host header, not several")),
+        _ => Ok(()),
+    }
+}
+
 /// The one header taken from the caller: `Content-Type` (the caller's, else the operation's).
 /// The authorize phase adds `X-Project-Id` and the signer `Host`, `X-Sdk-Date`,
 /// `X-Security-Token` and `Authorization`; or `X-Auth-Token` with a token.

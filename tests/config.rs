@@ -149,12 +149,10 @@ fn limiter_backend_mistakes_say_what_to_write_and_never_quote_a_password() {
 fn a_secret_written_where_its_variable_or_file_belongs_is_never_repeated() {
     // Keys look like variable names and paths: neither may be quoted back.
     for key in ["secret_key_env", "secret_key_file", "access_key_env", "access_key_file"] {
-        let text = format!(
-            "[profiles.main]\naccess_key = \"AK\"\nsecret_key = \"SK\"\nproject_id = \"p\"\n"
-        )
-        .replace(&format!("{} = ", key.trim_end_matches("_env").trim_end_matches("_file")), &format!("{key} = "))
-        .replace("\"SK\"", "\"Q2hvb3NlQVNlY3JldEtleTQwQ2hhcnNMb25nMTIz\"")
-        .replace("\"AK\"", "\"HPUAQ2HVB3NLQVNLY3JL\"");
+        let text = "[profiles.main]\naccess_key = \"AK\"\nsecret_key = \"SK\"\nproject_id = \"p\"\n"
+            .replace(&format!("{} = ", key.trim_end_matches("_env").trim_end_matches("_file")), &format!("{key} = "))
+            .replace("\"SK\"", "\"Q2hvb3NlQVNlY3JldEtleTQwQ2hhcnNMb25nMTIz\"")
+            .replace("\"AK\"", "\"HPUAQ2HVB3NLQVNLY3JL\"");
         let found = problems(&text);
         assert!(!found.is_empty(), "{key}: {text}");
         for secret in ["Q2hvb3NlQVNlY3JldEtleTQwQ2hhcnNMb25nMTIz", "HPUAQ2HVB3NLQVNLY3JL"] {

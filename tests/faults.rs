@@ -321,6 +321,8 @@ fn bad_input_cases() -> Vec<Case> {
         ),
         case("a streamed body over the cap", r(&chunked(REMOVE, &over_cap)), 413, Some("RTCGW.4130"), 0),
         // Ambiguity: what a proxy in front and SparkRTC behind could read differently.
+        case("HTTP/1.1 without Host (RFC 9112 section 3.2)", r(&get(&format!("/v2/apps/{APP}"), "").replace("Host: gw\r\n", "")), 400, Some("RTCGW.4004"), 0),
+        case("two Host headers", r(&post(REMOVE, "Host: evil.example\r\n", USERS)), 400, Some("RTCGW.4004"), 0),
         case(
             "a JSON key given twice (issue 15, finding 5)",
             r(&post(REMOVE, "", r#"{"user_ids":["a"],"user_ids":["b","c"]}"#)),

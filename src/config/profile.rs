@@ -224,7 +224,10 @@ pub(super) fn secret(
         Ok(value) => Some((value, Some(file))),
         // The path is not repeated, for the same reason; the key names the setting.
         Err(e) => {
-            p.push(t.key_path(&file_key), format!("{}; check the path and that the gateway's user may read it", e.unnamed()));
+            p.push(
+                t.key_path(&file_key),
+                format!("{}; check the path and that the gateway's user may read it", e.unnamed()),
+            );
             None
         }
     }
