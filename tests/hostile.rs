@@ -7,10 +7,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +17,7 @@ use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use serde_json::Value;
+use support::process::Process;
 use support::{config_text, data, mock_upstream, start_with, Harness, Reply, APP};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -155,61 +152,6 @@ async fn finding1_at_max_connections_the_longest_idle_are_evicted_and_a_caller_i
     );
 }
 
-/// The real binary, started under `ulimit -n`, and its JSON log events.
-struct Process {
-    child: Child,
-    events: Receiver<Value>,
-}
-
-impl Process {
-    fn spawn(config: &std::path::Path, descriptors: u32) -> Process {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("ulimit -n {descriptors} && exec \"$0\" serve --config \"$1\""))
-            .arg(env!("CARGO_BIN_EXE_sparkrtc-gateway"))
-            .arg(config)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(event).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        Process { child, events }
-    }
-
-    /// The next log event whose message starts with `message`.
-    fn wait_for(&self, message: &str) -> Value {
-        loop {
-            let event = self.events.recv_timeout(PATIENCE).unwrap_or_else(|_| panic!("no {message:?} in the log"));
-            if event["message"].as_str().is_some_and(|m| m.starts_with(message)) {
-                return event;
-            }
-        }
-    }
-
-    /// File descriptors the process holds now (Linux).
-    fn descriptors(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map(|d| d.count()).unwrap_or(usize::MAX)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A config file for the real binary in a directory of its own, with the key in a file.
 fn config_file(name: &str, upstream: SocketAddr, keys: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("sparkrtc-gw-{name}-{}", std::process::id()));
@@ -238,7 +180,7 @@ async fn connect_silently(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
 async fn finding1_under_a_low_descriptor_limit_silent_connections_do_not_stop_callers_being_served() {
     let (upstream, upstream_addr, _) = mock_upstream(|_| Reply::status(202), |a| config_text(a, "")).await;
     let path = config_file("fd-default", upstream_addr, r#"idle_timeout = "1h""#);
-    let process = Process::spawn(&path, 64);
+    let process = Process::serve(&path, Some(64));
     let limits = process.wait_for("client connection limits");
     assert_eq!(limits["max_connections"], 16, "half of 64 descriptors beyond the 32 reserved: {limits}");
     let serving = process.wait_for("gateway serving");
@@ -257,7 +199,7 @@ async fn finding1_under_a_low_descriptor_limit_silent_connections_do_not_stop_ca
 async fn finding1_out_of_descriptors_the_gateway_sheds_idle_connections_and_serves_again() {
     let (upstream, upstream_addr, _) = mock_upstream(|_| Reply::status(202), |a| config_text(a, "")).await;
     let path = config_file("emfile", upstream_addr, "idle_timeout = \"1h\"\nmax_connections = 1000");
-    let process = Process::spawn(&path, 64);
+    let process = Process::serve(&path, Some(64));
     let serving = process.wait_for("gateway serving");
     let addr: SocketAddr = serving["listen"].as_str().unwrap().parse().unwrap();
 

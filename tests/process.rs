@@ -6,14 +6,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use support::process::Process;
 use support::{config_with, mock_upstream, Harness, Reply, ALLOW_ALL, APP};
 use tokio::sync::Notify;
 
@@ -25,59 +22,6 @@ fn config(upstream: SocketAddr, operations: &str) -> String {
         .replace("secret_key_env = \"TEST_SK\"", "secret_key_file = \"sk\"")
         .replace("drain_delay = \"0s\"", "drain_delay = \"5s\"")
         .replace("[profiles.main]", "[log]\nformat = \"json\"\nlevel = \"info\"\n\n[profiles.main]")
-}
-
-/// The gateway process and its log events, one JSON object each.
-struct Process {
-    child: Child,
-    events: Receiver<Value>,
-}
-
-impl Process {
-    fn spawn(config: &std::path::Path) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sparkrtc-gateway"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(event).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        Process { child, events }
-    }
-
-    /// The next log event whose message starts with `message`.
-    fn wait_for(&self, message: &str) -> Value {
-        loop {
-            let event = self.events.recv_timeout(PATIENCE).unwrap_or_else(|_| panic!("no {message:?} in the log"));
-            if event["message"].as_str().is_some_and(|m| m.starts_with(message)) {
-                return event;
-            }
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,7 +39,7 @@ async fn sighup_reloads_and_sigterm_drains_the_real_process() {
     let path = dir.join("gateway.toml");
     std::fs::write(&path, config(upstream_addr, r#""ShowApp""#)).unwrap();
 
-    let process = Process::spawn(&path);
+    let process = Process::serve(&path, None);
     let serving = process.wait_for("gateway serving");
     let addr: SocketAddr = serving["listen"].as_str().unwrap().parse().unwrap();
     let admin: SocketAddr =
@@ -141,7 +85,7 @@ async fn sighup_reloads_and_sigterm_drains_the_real_process() {
 
     let mut process = process;
     let status = tokio::task::spawn_blocking(move || {
-        let status = process.child.wait();
+        let status = process.child().wait();
         (status, process)
     });
     let (status, _process) = tokio::time::timeout(PATIENCE, status).await.unwrap().unwrap();
@@ -162,7 +106,7 @@ async fn a_watched_config_file_reloads_without_a_signal() {
     };
     std::fs::write(&path, watched(r#""ShowApp""#)).unwrap();
 
-    let process = Process::spawn(&path);
+    let process = Process::serve(&path, None);
     let serving = process.wait_for("gateway serving");
     let h = Harness::client_for(serving["listen"].as_str().unwrap().parse().unwrap());
     let json = [("content-type", "application/json")];

@@ -404,4 +404,5 @@ impl std::io::Write for Capture {
         Ok(())
     }
 }
+pub mod process;
 pub mod redis;
