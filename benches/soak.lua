@@ -16,7 +16,7 @@ local kinds = {
   { 4, "GET", "/v2/secrets", nil, nil },                                   -- 404 unknown path
   { 4, "POST", remove, json, '{"user_ids":[]}' },                          -- 400 bad body
   { 4, "POST", remove, json, '{"user_ids":["' .. string.rep("u", 8192) .. '"]}' }, -- 413 over the cap
-  { 3, "DELETE", remove, nil, nil },                                       -- 404 wrong method
+  { 3, "DELETE", remove, nil, nil },                                       -- 405 wrong method
 }
 local pattern = {}
 for _, k in ipairs(kinds) do

@@ -107,6 +107,9 @@ impl GatewayError {
             NotAllowed(_) => (StatusCode::FORBIDDEN, "RTCGW.4033", "NotAllowed"),
             InvalidCallerToken(_) => (StatusCode::FORBIDDEN, "RTCGW.4034", "InvalidCallerToken"),
             UnknownTokenSubject => (StatusCode::FORBIDDEN, "RTCGW.4032", "CallerNotRecognised"),
+            UnknownOperation(RouteError::NoOperation { allowed }) if !allowed.is_empty() => {
+                (StatusCode::METHOD_NOT_ALLOWED, "RTCGW.4050", "MethodNotAllowed")
+            }
             UnknownOperation(_) => (StatusCode::NOT_FOUND, "RTCGW.4040", "UnknownOperation"),
             BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "RTCGW.4130", "BodyTooLarge"),
             RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "RTCGW.4290", "RateLimited"),
@@ -171,6 +174,12 @@ impl GatewayError {
             GatewayError::RateLimited(limited) => rate_limit_headers(headers, limited),
             GatewayError::CredentialsUnavailable { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            // RFC 9110 §15.5.6: a 405 lists the methods the resource does accept.
+            GatewayError::UnknownOperation(RouteError::NoOperation { allowed }) if !allowed.is_empty() => {
+                if let Ok(allow) = HeaderValue::from_str(&allowed.join(", ")) {
+                    headers.insert(header::ALLOW, allow);
+                }
             }
             GatewayError::LimiterUnavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(LIMITER_RETRY_AFTER_SECS));
@@ -303,6 +312,7 @@ mod tests {
             (GatewayError::InvalidCallerToken(TokenRefusal::Expired), 403, "RTCGW.4034"),
             (GatewayError::UnknownTokenSubject, 403, "RTCGW.4032"),
             (GatewayError::UnknownOperation(RouteError::NoOperation { allowed: vec![] }), 404, "RTCGW.4040"),
+            (GatewayError::UnknownOperation(RouteError::NoOperation { allowed: vec!["POST"] }), 405, "RTCGW.4050"),
             (GatewayError::BodyTooLarge { limit: 1 }, 413, "RTCGW.4130"),
             (GatewayError::RateLimited(limited()), 429, "RTCGW.4290"),
             (GatewayError::Internal(io("bug")), 500, "RTCGW.5000"),

@@ -232,8 +232,8 @@ fn bad_input_cases() -> Vec<Case> {
         case("obsolete folded header line", r("GET /v2/apps HTTP/1.1\r\nHost: gw\r\nX-A: 1\r\n  2\r\nConnection: close\r\n\r\n"), 400, None, 0),
         case("Content-Length not a number", r(&post(REMOVE, "Content-Length: abc\r\n", USERS)), 400, None, 0),
         // Methods are case-sensitive: `get` is an extension method no operation has.
-        case("lower-case method", r("get /v2/apps HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"), 404, Some("RTCGW.4040"), 0),
-        case("unknown method", r(&get("/v2/apps", "").replacen("GET", "BREW", 1)), 404, Some("RTCGW.4040"), 0),
+        case("lower-case method", r("get /v2/apps HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"), 405, Some("RTCGW.4050"), 0),
+        case("unknown method", r(&get("/v2/apps", "").replacen("GET", "BREW", 1)), 405, Some("RTCGW.4050"), 0),
         case("encoded NUL in the path", r(&get("/v2/apps/app%00", "")), 400, Some("RTCGW.4001"), 0),
         case("encoded traversal", r(&get("/v2/apps/%2e%2e/app-123", "")), 400, Some("RTCGW.4001"), 0),
         // Oversized headers.

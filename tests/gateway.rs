@@ -113,13 +113,17 @@ async fn query_is_forwarded_in_the_canonical_form_it_was_signed_in() {
 }
 
 #[tokio::test]
-async fn unknown_operations_get_404_and_never_leave_the_gateway() {
+async fn unknown_operations_get_404_wrong_methods_405_and_neither_leaves_the_gateway() {
     let h = start(accept_verified).await;
     h.call("GET", "/v2/secrets", &[], "").await.assert_gateway_error(404, "RTCGW.4040");
-    h.call("GET", &format!("/v2/apps/{APP}/rooms/r/batch-remove-users"), &[], "")
-        .await
-        .assert_gateway_error(404, "RTCGW.4040");
     h.call("GET", "/", &[], "").await.assert_gateway_error(404, "RTCGW.4040");
+    // A known path with another method: 405 and the methods it does take (RFC 9110 §15.5.6).
+    let wrong = h.call("GET", &format!("/v2/apps/{APP}/rooms/r/batch-remove-users"), &[], "").await;
+    wrong.assert_gateway_error(405, "RTCGW.4050");
+    assert_eq!(wrong.header("allow"), Some("POST"));
+    let app = h.call("PATCH", &format!("/v2/apps/{APP}"), &[], "").await;
+    app.assert_gateway_error(405, "RTCGW.4050");
+    assert!(app.header("allow").is_some_and(|a| a.contains("GET")), "{app:?}");
     assert!(h.upstream.seen().is_empty());
 }
 
