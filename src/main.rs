@@ -12,7 +12,13 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some("--version" | "-V") => {
-            cli::out(concat!("sparkrtc-gateway ", env!("CARGO_PKG_VERSION")));
+            cli::out(concat!(
+                "sparkrtc-gateway ",
+                env!("CARGO_PKG_VERSION"),
+                " (commit ",
+                env!("SPARKRTC_GATEWAY_COMMIT"),
+                ")"
+            ));
             return ExitCode::SUCCESS;
         }
         _ => {}

@@ -4,6 +4,8 @@
 //! `other`), operations are catalog names (or `-` before one is known), statuses are numbers.
 //! No raw paths, user ids or caller keys ever become labels.
 
+mod process;
+
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -361,6 +363,7 @@ impl Metrics {
         if let Some(up) = backend_up {
             self.render_limiter(&mut out, up);
         }
+        process::render(&mut out);
         out
     }
 
