@@ -7,16 +7,19 @@
 
 local body_ok = '{"user_ids":["user001","user002"]}'
 local remove = "/v2/apps/app-123/rooms/room-456/batch-remove-users"
-local json = { ["Content-Type"] = "application/json" }
+-- The requests are made when the script loads, before wrk fills in its own Host header, so name
+-- one: an HTTP/1.1 request without Host is refused (400 RTCGW.4004, RFC 9112 section 3.2).
+local host = { Host = "sparkrtc-gateway" }
+local json = { Host = "sparkrtc-gateway", ["Content-Type"] = "application/json" }
 
 -- 100 slots, used in turn: 85 good calls (RemoveUsers, ShowApp), 15 the gateway must refuse.
 local kinds = {
   { 80, "POST", remove, json, body_ok },                                   -- 202 (or a fault)
-  { 5, "GET", "/v2/apps/app-123", nil, nil },                              -- 202 (or a fault)
-  { 4, "GET", "/v2/secrets", nil, nil },                                   -- 404 unknown path
+  { 5, "GET", "/v2/apps/app-123", host, nil },                             -- 202 (or a fault)
+  { 4, "GET", "/v2/secrets", host, nil },                                  -- 404 unknown path
   { 4, "POST", remove, json, '{"user_ids":[]}' },                          -- 400 bad body
   { 4, "POST", remove, json, '{"user_ids":["' .. string.rep("u", 8192) .. '"]}' }, -- 413 over the cap
-  { 3, "DELETE", remove, nil, nil },                                       -- 405 wrong method
+  { 3, "DELETE", remove, host, nil },                                      -- 405 wrong method
 }
 local pattern = {}
 for _, k in ipairs(kinds) do

@@ -146,7 +146,7 @@ sample() { # "seconds rss_kb fds" of the gateway
 metrics() { python3 - "$ADMIN_PORT" <<'EOF'
 import re, sys, urllib.request
 text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10).read().decode()
-total = upstream = abandoned = 0
+total = upstream = abandoned = resends = 0
 errors = {}
 for line in text.splitlines():
     m = re.match(r'sparkrtc_gateway_requests_total\{.*origin="(\w+)"\} (\d+)', line)
@@ -160,7 +160,10 @@ for line in text.splitlines():
     m = re.match(r'sparkrtc_gateway_in_flight_requests (\d+)', line)
     if m:
         in_flight = int(m[1])
-print(total, upstream, errors.get("connect", 0), errors.get("timeout", 0), abandoned, in_flight)
+    m = re.match(r'sparkrtc_gateway_upstream_resends_total (\d+)', line)
+    if m:
+        resends = int(m[1])
+print(total, upstream, errors.get("connect", 0), errors.get("timeout", 0), abandoned, in_flight, resends)
 EOF
 }
 upstream_stats() { python3 - "$UP_PORT" "$CERTS/ca.pem" <<'EOF'
@@ -188,7 +191,7 @@ kill "$SAMPLER" 2>/dev/null || true
 
 # Calls still in flight (none should be: wrk drained for DRAIN seconds) are waited for, 30 s at most.
 for _ in $(seq 60); do
-    read -r GW_TOTAL GW_UPSTREAM GW_CONNECT GW_TIMEOUT GW_ABANDONED GW_IN_FLIGHT <<<"$(metrics)"
+    read -r GW_TOTAL GW_UPSTREAM GW_CONNECT GW_TIMEOUT GW_ABANDONED GW_IN_FLIGHT GW_RESENDS <<<"$(metrics)"
     ((GW_IN_FLIGHT == 0)) && break
     sleep 0.5
 done
@@ -208,7 +211,7 @@ check() { # description, then a command that succeeds when the check holds
     if "$@"; then echo "SOAK_CHECK ok   $what"; else echo "SOAK_CHECK FAIL $what"; failed=1; fi
 }
 echo "$WRK_LINE"
-echo "SOAK_GATEWAY answered=$GW_TOTAL origin_upstream=$GW_UPSTREAM upstream_connect_errors=$GW_CONNECT upstream_timeouts=$GW_TIMEOUT abandoned=$GW_ABANDONED in_flight=$GW_IN_FLIGHT"
+echo "SOAK_GATEWAY answered=$GW_TOTAL origin_upstream=$GW_UPSTREAM upstream_connect_errors=$GW_CONNECT upstream_timeouts=$GW_TIMEOUT abandoned=$GW_ABANDONED in_flight=$GW_IN_FLIGHT resent_gets=$GW_RESENDS"
 echo "SOAK_UPSTREAM received=$UP_FORWARDED dropped=$UP_DROPPED stalled=$UP_STALLED answered_503=$UP_ERRORS connections=$UP_CONNS"
 echo "SOAK_RESOURCES baseline_at=${T0}s rss_kb=$RSS0 fds=$FD0; end_at=${T1}s rss_kb=$RSS1 fds=$FD1; after_drain rss_kb=$RSS_AFTER fds=$FD_AFTER"
 echo "SOAK_SAMPLES (seconds rss_kb fds): $(tr '\n' ';' <"$SAMPLES")"
@@ -216,8 +219,10 @@ SENT=$(field sent)
 check "wrk read an answer for each of the $SENT requests it wrote" test "$(field answered)" -eq "$SENT"
 check "no socket error or timeout at wrk" test $(($(field connect_err) + $(field read_err) + $(field write_err) + $(field timeout_err))) -eq 0
 check "the gateway answered as many calls as wrk wrote" test "$GW_TOTAL" -eq "$SENT"
-check "the upstream received exactly the calls the gateway forwarded" \
-    test "$UP_FORWARDED" -eq $((GW_UPSTREAM + GW_CONNECT + GW_TIMEOUT))
+# A GET whose connection closed before any answer is sent once more (RFC 9110 section 9.2.2):
+# the upstream sees it twice, and the gateway counts that second copy.
+check "the upstream received exactly the calls the gateway forwarded (and the GETs it resent)" \
+    test "$UP_FORWARDED" -eq $((GW_UPSTREAM + GW_CONNECT + GW_TIMEOUT + GW_RESENDS))
 check "faults were injected (dropped, stalled, 503)" test $((UP_DROPPED * UP_STALLED * UP_ERRORS)) -gt 0
 check "RSS flat within ${RSS_TOLERANCE_KB} kB" test $((RSS1 - RSS0)) -le "$RSS_TOLERANCE_KB"
 check "open files flat within $FD_TOLERANCE" test $((FD1 - FD0)) -le "$FD_TOLERANCE"

@@ -190,7 +190,7 @@ impl Gateway {
         let state = self.inner.state.load();
         let profiles: Vec<(&str, bool)> =
             state.credentials.states().into_iter().map(|(name, s)| (name, s.is_ok())).collect();
-        self.inner.metrics.render(ready, &profiles, state.limits.backend_up())
+        self.inner.metrics.render(ready, &profiles, state.limits.backend_up(), state.upstream.resends())
     }
 
     /// Re-reads key files and refreshes IAM tokens that are due (the server runs this every few

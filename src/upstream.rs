@@ -7,6 +7,8 @@ use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -48,6 +50,8 @@ pub struct Settings {
 pub(crate) struct Upstream {
     client: Client<Connector, Full<Bytes>>,
     settings: Settings,
+    /// GETs and HEADs sent a second time (below), shared by the clones of this client.
+    resends: Arc<AtomicU64>,
 }
 
 impl Upstream {
@@ -64,7 +68,12 @@ impl Upstream {
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
-        Ok(Upstream { client, settings: config.clone() })
+        Ok(Upstream { client, settings: config.clone(), resends: Arc::default() })
+    }
+
+    /// Requests sent a second time since this client was built: the upstream saw each twice.
+    pub(crate) fn resends(&self) -> u64 {
+        self.resends.load(Ordering::Relaxed)
     }
 
     pub(crate) fn response_timeout(&self) -> Duration {
@@ -103,6 +112,7 @@ impl Upstream {
         match (self.client.request(req).await, again) {
             (Err(e), Some(again)) if closed_before_answer(&e) => {
                 tracing::debug!(error = %ErrorChain(&e), "pooled upstream connection closed before an answer; sending the GET again");
+                self.resends.fetch_add(1, Ordering::Relaxed);
                 self.client.request(again).await.map_err(classify)
             }
             (result, _) => result.map_err(classify),

@@ -87,7 +87,8 @@ async fn read_request(stream: &mut (impl AsyncReadExt + Unpin), buf: &mut Vec<u8
 async fn a_pooled_connection_closed_by_the_far_end_resends_a_get_once_and_never_a_post() {
     let (upstream, seen) = closing_upstream().await;
     let config = support::parse_config(&support::config_text(upstream, ""));
-    let h = Harness::client_for(support::start_gateway(config).await);
+    let gateway = sparkrtc_gateway::Gateway::new(config).unwrap();
+    let h = Harness::client_for(support::start_gateway_instance(gateway.clone()).await);
     let show_app = format!("/v2/apps/{APP}");
 
     assert_eq!(h.call("GET", &show_app, &[], "").await.status, 200, "first call, fresh connection");
@@ -96,6 +97,10 @@ async fn a_pooled_connection_closed_by_the_far_end_resends_a_get_once_and_never_
     let arrivals = seen.lock().unwrap().clone();
     let get = |c, i| ("GET".to_owned(), c, i);
     assert_eq!(arrivals, [get(1, 0), get(1, 1), get(2, 0)], "once on the closed connection, once on a new one");
+    assert!(
+        gateway.render_metrics().contains("sparkrtc_gateway_upstream_resends_total 1\n"),
+        "the second copy is counted, so SparkRTC's count can be reconciled with the gateway's"
+    );
 
     let answer = h.remove_users(r#"{"user_ids":["u1"]}"#).await;
     answer.assert_gateway_error(502, "RTCGW.5020");

@@ -267,7 +267,13 @@ impl Metrics {
 
     /// The Prometheus text exposition (version 0.0.4). `profiles`: each profile and whether its
     /// credentials are usable; `backend_up`: the shared limiter's state (`None`: local).
-    pub(crate) fn render(&self, ready: bool, profiles: &[(&str, bool)], backend_up: Option<bool>) -> String {
+    pub(crate) fn render(
+        &self,
+        ready: bool,
+        profiles: &[(&str, bool)],
+        backend_up: Option<bool>,
+        upstream_resends: u64,
+    ) -> String {
         let mut out = String::with_capacity(8 * 1024);
         out.push_str("# HELP sparkrtc_gateway_requests_total Calls answered, by app, operation, status and who made the answer.\n");
         out.push_str("# TYPE sparkrtc_gateway_requests_total counter\n");
@@ -363,6 +369,8 @@ impl Metrics {
         if let Some(up) = backend_up {
             self.render_limiter(&mut out, up);
         }
+        let name = "sparkrtc_gateway_upstream_resends_total";
+        let _ = writeln!(out, "# HELP {name} GETs sent to SparkRTC a second time after a pooled connection closed before answering (since the upstream client was built).\n# TYPE {name} counter\n{name} {upstream_resends}");
         process::render(&mut out);
         out
     }
@@ -443,7 +451,7 @@ mod tests {
         let op = Catalog.by_name("RemoveUsers");
         m.call("app-1", op, 202, "upstream", Duration::from_millis(3), Some(Duration::from_millis(2)));
         m.call("other", None, 404, "gateway", Duration::from_micros(100), None);
-        let text = m.render(true, &[("main", true), ("iam", false)], None);
+        let text = m.render(true, &[("main", true), ("iam", false)], None, 0);
         assert!(text.contains("sparkrtc_gateway_requests_total{app=\"app-1\",operation=\"RemoveUsers\",status=\"202\",origin=\"upstream\"} 1"), "{text}");
         assert!(
             text.contains("sparkrtc_gateway_request_duration_seconds_bucket{operation=\"RemoveUsers\",le=\"0.005\"} 1")
@@ -466,7 +474,7 @@ mod tests {
         m.limiter(&Via::Precheck);
         m.limiter(&Via::BackendFailed { error_kind: "timeout", admitted: true });
         m.limiter(&Via::BackendFailed { error_kind: "connection", admitted: false });
-        let text = m.render(true, &[], Some(false));
+        let text = m.render(true, &[], Some(false), 0);
         for line in [
             "sparkrtc_gateway_ratelimit_backend_up 0",
             "sparkrtc_gateway_ratelimit_backend_duration_seconds_bucket{le=\"0.001\"} 1",
