@@ -227,7 +227,7 @@ impl Gateway {
         let rsp = match Box::pin(self.proxy(&state, req, peer, &mut record)).await {
             Ok(rsp) => rsp,
             Err(err) => {
-                self.inner.metrics.counters.refused(&err);
+                self.inner.metrics.counters.refused(&err, record.app_label());
                 record.failed(&err);
                 let mut rsp = err.to_response(&record.request_id);
                 relay::mark(rsp.headers_mut(), &record.request_id);

@@ -100,6 +100,11 @@ impl CallRecord {
         self.user_ids = ids.map(|ids| ids.iter().filter_map(|id| id.as_str().map(str::to_owned)).collect());
     }
 
+    /// The call's app as a metrics label: a served app id, `-` for account-level, `other` otherwise.
+    pub(crate) fn app_label(&self) -> &str {
+        self.served_app.as_deref().unwrap_or(self.app_label)
+    }
+
     pub(crate) fn shadow(&mut self, why: &str) {
         tracing::info!(request_id = %self.request_id, shadow = why, "shadow mode: would refuse; forwarded");
         self.shadow.push(why.to_owned());
@@ -138,8 +143,7 @@ impl CallRecord {
     fn write(&mut self, outcome: &Outcome<'_>) {
         self.finished = true;
         let total = self.started.elapsed();
-        let app_label = self.served_app.as_deref().unwrap_or(self.app_label);
-        self.metrics.call(app_label, self.operation, outcome.status, outcome.origin, total, self.upstream);
+        self.metrics.call(self.app_label(), self.operation, outcome.status, outcome.origin, total, self.upstream);
         let operation = self.operation.map_or("-", |op| op.name);
         tracing::info!(
             target: "access",

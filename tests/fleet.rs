@@ -144,7 +144,10 @@ async fn redis_killed_with_deny_refuses_with_5031_and_a_restart_restores_shared_
     assert!(readyz.body.contains("limiter: redis unreachable"), "{}", readyz.body);
     let metrics = h.call_at(admin, "GET", "/metrics", &[], "").await.body;
     assert!(metrics.contains("sparkrtc_gateway_ratelimit_backend_up 0"), "{metrics}");
-    assert!(metrics.contains("sparkrtc_gateway_refusals_total{reason=\"limiter_unavailable\"} 3"), "{metrics}");
+    assert!(
+        metrics.contains("sparkrtc_gateway_refusals_total{app=\"app-123\",reason=\"limiter_unavailable\"} 3"),
+        "{metrics}"
+    );
 
     redis.restart();
     until_backend_up(&running).await;

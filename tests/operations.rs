@@ -278,7 +278,7 @@ async fn metrics_parse_as_prometheus_text_and_move_after_requests() {
     assert!(metrics.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
     let after = parse_prometheus(&metrics.body);
     assert_eq!(after.get(&series), Some(&3.0));
-    assert_eq!(after.get("sparkrtc_gateway_refusals_total{reason=\"allowlist\"}"), Some(&1.0));
+    assert_eq!(after.get("sparkrtc_gateway_refusals_total{app=\"other\",reason=\"allowlist\"}"), Some(&1.0));
     assert_eq!(after.get("sparkrtc_gateway_upstream_duration_seconds_count{operation=\"RemoveUsers\"}"), Some(&3.0));
     assert_eq!(after.get("sparkrtc_gateway_ready"), Some(&1.0));
     assert!(!metrics.body.contains("not-served"), "unserved app ids never become labels");

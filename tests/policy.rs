@@ -81,7 +81,7 @@ async fn allowed_caller_gets_202_and_every_refusal_is_403_without_an_upstream_ca
 
     assert_eq!(h.upstream.seen().len(), 2, "only the two allowed calls reached the upstream");
     let gw = h.instance.as_ref().unwrap();
-    assert_eq!(gw.counters().refused_allowlist(), 4);
+    assert_eq!(gw.counters().refusals("allowlist"), 4);
     assert!(
         h.upstream.seen().iter().all(|s| !s.headers.contains_key("x-gateway-key")),
         "caller keys are never forwarded"
@@ -175,7 +175,7 @@ limit = { rate = "1/m", shadow = true }"#,
     let counters = h.instance.as_ref().unwrap().counters();
     assert_eq!(counters.shadow_allowlist(), 3, "every call would have been refused by the rules");
     assert_eq!(counters.shadow_rate_limit(), 2, "all but the first would have been limited");
-    assert_eq!(counters.refused_allowlist(), 0);
+    assert_eq!(counters.refusals("allowlist"), 0);
 }
 
 #[tokio::test]

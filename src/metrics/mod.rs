@@ -45,17 +45,15 @@ impl Histogram {
     }
 }
 
-/// Refusals by reason, shadow-mode decisions, upstream failures, token fetches and reloads.
-/// Bumped only through the methods below, each named for the event it counts; read through
-/// one method per counter.
+/// `sparkrtc_gateway_refusals_total` labels: app (already a bounded label) and reason.
+type RefusalLabels = (String, &'static str);
+
+/// Refusals by app and reason, shadow-mode decisions, upstream failures, token fetches and
+/// reloads. Bumped only through the methods below, each named for the event it counts; read
+/// through one method per counter.
 #[derive(Debug, Default)]
 pub struct Counters {
-    refused_allowlist: AtomicU64,
-    refused_rate_limit: AtomicU64,
-    refused_validation: AtomicU64,
-    refused_routing: AtomicU64,
-    refused_credentials: AtomicU64,
-    refused_limiter: AtomicU64,
+    refusals: Mutex<BTreeMap<RefusalLabels, u64>>,
     shadow_allowlist: AtomicU64,
     shadow_rate_limit: AtomicU64,
     upstream_connect_errors: AtomicU64,
@@ -81,12 +79,6 @@ macro_rules! readers {
 }
 
 readers!(
-    refused_allowlist,
-    refused_rate_limit,
-    refused_validation,
-    refused_routing,
-    refused_credentials,
-    refused_limiter,
     shadow_allowlist,
     shadow_rate_limit,
     upstream_connect_errors,
@@ -98,30 +90,37 @@ readers!(
 );
 
 impl Counters {
-    /// A call the gateway refused (or could not complete upstream), by reason.
-    pub(crate) fn refused(&self, err: &GatewayError) {
+    /// A call the gateway refused (or could not complete upstream), by reason; `app` must
+    /// already be a bounded label.
+    pub(crate) fn refused(&self, err: &GatewayError, app: &str) {
         use GatewayError::*;
-        let counter = match err {
+        let reason = match err {
             NotAllowed(_)
             | UnknownCallerKey
             | InvalidCallerToken(_)
             | UnknownTokenSubject
             | AppNotServed { .. }
-            | ProjectMismatch => &self.refused_allowlist,
-            RateLimited(_) => &self.refused_rate_limit,
-            InvalidBody(_) | BadHeader(_) | BodyTooLarge { .. } | BodyRead(_) | BodyTimeout { .. } => {
-                &self.refused_validation
-            }
+            | ProjectMismatch => "allowlist",
+            RateLimited(_) => "rate_limit",
+            InvalidBody(_) | BadHeader(_) | BodyTooLarge { .. } | BodyRead(_) | BodyTimeout { .. } => "validation",
             // Refused by the listener before the gateway sees the call; listed for exhaustiveness.
-            AmbiguousFraming(_) => &self.refused_validation,
-            BadRoute(_) | UnknownOperation(_) => &self.refused_routing,
-            UpstreamUnreachable(_) => &self.upstream_connect_errors,
-            UpstreamTimeout { .. } => &self.upstream_timeouts,
-            CredentialsUnavailable { .. } => &self.refused_credentials,
-            LimiterUnavailable(_) => &self.refused_limiter,
+            AmbiguousFraming(_) => "validation",
+            BadRoute(_) | UnknownOperation(_) => "routing",
+            CredentialsUnavailable { .. } => "credentials",
+            LimiterUnavailable(_) => "limiter_unavailable",
+            UpstreamUnreachable(_) => return bump(&self.upstream_connect_errors),
+            UpstreamTimeout { .. } => return bump(&self.upstream_timeouts),
             Internal(_) => return,
         };
-        bump(counter);
+        if let Ok(mut refusals) = self.refusals.lock() {
+            *refusals.entry((app.to_owned(), reason)).or_default() += 1;
+        }
+    }
+
+    /// Calls refused for `reason` (as in the metric's `reason` label), over every app.
+    pub fn refusals(&self, reason: &str) -> u64 {
+        let refusals = self.refusals.lock().map(|r| r.iter().filter(|((_, r), _)| *r == reason).map(|(_, n)| *n).sum());
+        refusals.unwrap_or(0)
     }
 
     pub(crate) fn shadow_refused_by_allowlist(&self) {
@@ -295,21 +294,14 @@ impl Metrics {
             &self.upstream_latency,
         );
         let c = &self.counters;
-        let refusals = [
-            ("allowlist", &c.refused_allowlist),
-            ("rate_limit", &c.refused_rate_limit),
-            ("validation", &c.refused_validation),
-            ("routing", &c.refused_routing),
-            ("credentials", &c.refused_credentials),
-            ("limiter_unavailable", &c.refused_limiter),
-        ];
-        counter_family(
-            &mut out,
-            "sparkrtc_gateway_refusals_total",
-            "Calls the gateway refused, by reason.",
-            "reason",
-            &refusals,
-        );
+        out.push_str("# HELP sparkrtc_gateway_refusals_total Calls the gateway refused, by app and reason.\n");
+        out.push_str("# TYPE sparkrtc_gateway_refusals_total counter\n");
+        if let Ok(refusals) = c.refusals.lock() {
+            for ((app, reason), n) in refusals.iter() {
+                let _ =
+                    writeln!(out, "sparkrtc_gateway_refusals_total{{app=\"{}\",reason=\"{reason}\"}} {n}", escape(app));
+            }
+        }
         let shadow = [("allowlist", &c.shadow_allowlist), ("rate_limit", &c.shadow_rate_limit)];
         counter_family(
             &mut out,
