@@ -185,7 +185,7 @@ impl<'a> Table<'a> {
         }
     }
 
-    /// A duration written as `500ms`, `3s`, `2m` or `1h`, within `min..=max`.
+    /// A duration such as `500ms`, `3s`, `1m30s`, `1h` or `1d`, within `min..=max`.
     pub(super) fn duration(
         &mut self,
         key: &str,
@@ -207,7 +207,7 @@ impl<'a> Table<'a> {
             None => {
                 problems.push(
                     self.key_path(key),
-                    format!("{} is not a duration; write it like \"500ms\", \"3s\" or \"2m\"", show(value)),
+                    format!("{} is not a duration; write it like \"500ms\", \"3s\", \"1m30s\" or \"1d\"", show(value)),
                 );
                 None
             }
@@ -226,18 +226,11 @@ impl<'a> Table<'a> {
     }
 }
 
+/// humantime's grammar: numbers with units, summed (`"250ms"`, `"1m30s"`, `"1h 15m"`, `"1d"`),
+/// which covers every form accepted before (`"500ms"`, `"3s"`, `"2m"`, `"1h"`). A bare number
+/// is refused: seconds or milliseconds would be a guess.
 pub(super) fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
-        "h" => n.checked_mul(3_600).map(Duration::from_secs),
-        _ => None,
-    }
+    humantime::parse_duration(s.trim()).ok()
 }
 
 fn show_duration(d: Duration) -> String {
@@ -270,8 +263,19 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("3s"), Some(Duration::from_secs(3)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3_600)));
+        assert_eq!(parse_duration(" 3s "), Some(Duration::from_secs(3)));
         assert_eq!(parse_duration("3"), None);
-        assert_eq!(parse_duration("3 sec"), None);
+        assert_eq!(parse_duration("soon"), None);
         assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("-3s"), None);
+    }
+
+    #[test]
+    fn durations_combine_units_and_take_days() {
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h 15m"), Some(Duration::from_secs(4_500)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
     }
 }
