@@ -203,8 +203,11 @@ refresh_before = "1h30m"
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("gateway.toml");
     let keys = "[profiles.main]\naccess_key = \"AK\"\nsecret_key = \"SK\"\nproject_id = \"p\"\n";
-    std::fs::write(&file, format!("[server]\nidle_timeout = \"1m30s\"\n[upstream]\npool_idle_timeout = \"1h\"\n{keys}"))
-        .unwrap();
+    std::fs::write(
+        &file,
+        format!("[server]\nidle_timeout = \"1m30s\"\n[upstream]\npool_idle_timeout = \"1h\"\n{keys}"),
+    )
+    .unwrap();
     let out = Command::new(BIN).args(["check", "--config"]).arg(&file).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     std::fs::write(&file, format!("[server]\ngrace_period = \"1d\"\n[upstream]\nconnect_timeout = \"soon\"\n{keys}"))
@@ -214,7 +217,9 @@ refresh_before = "1h30m"
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("server.grace_period: \"1d\" must be between 0ms and 3600s"), "{stderr}");
     assert!(
-        stderr.contains("upstream.connect_timeout: \"soon\" is not a duration; write it like \"500ms\", \"3s\", \"1m30s\""),
+        stderr.contains(
+            "upstream.connect_timeout: \"soon\" is not a duration; write it like \"500ms\", \"3s\", \"1m30s\""
+        ),
         "{stderr}"
     );
 }
