@@ -101,7 +101,7 @@ pub enum Command {
     /// Gateway and sandbox on loopback: send the example RemoveUsers call, keep serving for curl.
     #[command(after_help = DEMO_EXAMPLES)]
     Demo {
-        /// The gateway's address (default: a free loopback port).
+        /// The gateway's address (default 127.0.0.1:8080; 127.0.0.1:0 takes any free port).
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },
