@@ -1,78 +1,29 @@
-//! The command line: `serve`, `check`, `sandbox`, `demo`. Exit codes: 0 done, 1 runtime
-//! failure (cannot bind, TLS set-up), 2 usage error, 64 invalid configuration.
+//! The command line: `serve`, `check`, `sandbox`, `demo` (grammar in [`args`], what `serve`
+//! builds before binding in `prepare`). Exit codes: 0 done, 1 runtime failure (cannot bind,
+//! TLS set-up), 2 usage error, 64 invalid configuration.
+
+mod args;
+mod prepare;
+
+pub use args::{Cli, Command, ConfigArg};
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::config::{Config, ConfigError};
-use crate::{listener, telemetry, Gateway};
+use crate::config::ConfigError;
+use crate::{listener, telemetry};
 
 /// Exit code: the gateway ran and failed (could not bind, could not start).
 pub const EXIT_RUNTIME: u8 = 1;
 /// Exit code: the command line is wrong.
 pub const EXIT_USAGE: u8 = 2;
-pub(crate) const EXIT_CONFIG: u8 = 64;
+/// Exit code: the config file is invalid.
+pub const EXIT_CONFIG: u8 = 64;
 
 /// The environment variable naming the config file when `--config` is not given.
 pub(crate) const CONFIG_ENV: &str = "SPARKRTC_GATEWAY_CONFIG";
-
-/// `sparkrtc-gateway --help`.
-pub const HELP: &str = "\
-sparkrtc-gateway: call Huawei Cloud SparkRTC without holding its credentials
-
-Usage:
-  sparkrtc-gateway serve   --config FILE        run the gateway
-  sparkrtc-gateway check   --config FILE        validate a config file, print a summary, exit
-  sparkrtc-gateway sandbox --config FILE [--listen ADDR] [--tls-cert PEM --tls-key PEM]
-                                                 run a local SparkRTC stand-in that verifies
-                                                 signatures with the config's keys
-  sparkrtc-gateway demo    [--listen ADDR]      gateway + sandbox on loopback, send the example
-                                                 RemoveUsers call, keep serving for curl
-  sparkrtc-gateway --version | --help
-
-The config file may also be named by SPARKRTC_GATEWAY_CONFIG. RUST_LOG overrides log.level.
-
-Examples:
-  sparkrtc-gateway check --config config/gateway.example.toml
-  SPARKRTC_GATEWAY_CONFIG=/etc/sparkrtc-gateway/gateway.toml sparkrtc-gateway serve
-  curl -X POST http://127.0.0.1:8080/v2/apps/demo-app/rooms/room-1/batch-remove-users \\
-       -H 'Content-Type: application/json' -d '{\"user_ids\":[\"user001\"]}'
-
-Exit codes: 0 ok, 1 runtime failure, 2 usage error, 64 invalid configuration.
-";
-
-/// Parsed command line.
-pub struct Args {
-    pub command: String,
-    pub config: Option<PathBuf>,
-    pub listen: Option<SocketAddr>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-}
-
-/// Reads the command line after the program name; `Err` says what is wrong with it.
-pub fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
-    let command = args.next().ok_or("no command given")?;
-    let mut parsed = Args { command, config: None, listen: None, tls_cert: None, tls_key: None };
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--config" | "-c" => parsed.config = Some(PathBuf::from(value()?)),
-            "--listen" => {
-                parsed.listen = Some(value()?.parse().map_err(|_| "--listen takes an address like 127.0.0.1:8080")?)
-            }
-            "--tls-cert" => parsed.tls_cert = Some(PathBuf::from(value()?)),
-            "--tls-key" => parsed.tls_key = Some(PathBuf::from(value()?)),
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    if parsed.config.is_none() {
-        parsed.config = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
-    }
-    Ok(parsed)
-}
 
 /// Writes a line for the user on stdout (the commands' output, not logs).
 pub fn out(text: &str) {
@@ -84,57 +35,72 @@ pub fn err(text: &str) {
     let _ = writeln!(std::io::stderr(), "{text}");
 }
 
-fn load(args: &Args) -> Result<Config, ExitCode> {
-    let Some(path) = &args.config else {
-        err(&format!("no config file: pass --config FILE or set {CONFIG_ENV}"));
-        return Err(ExitCode::from(EXIT_USAGE));
-    };
-    Config::load(path).map_err(|e| report(&e))
-}
-
 pub(crate) fn report(e: &ConfigError) -> ExitCode {
     err(&e.to_string());
     ExitCode::from(EXIT_CONFIG)
 }
 
-/// `check`: validates the config file and reports every problem (exit 64 when there are any).
-pub fn check(args: &Args) -> ExitCode {
-    match load(args) {
-        Err(code) => code,
-        Ok(config) => {
-            out(&format!(
-                "{}: OK. listen {}, upstream {}://{}, {} profile(s), {} app(s){}",
-                args.config.as_deref().map_or(Path::new("?"), |p| p).display(),
-                config.listen,
-                config.upstream.scheme,
-                config.upstream.authority,
-                config.profiles.len(),
-                config.apps.len(),
-                if config.account.is_some() { ", account-level operations on" } else { "" }
-            ));
-            ExitCode::SUCCESS
-        }
+/// Answers a command line clap could not take: `--help` and `--version` on stdout with exit
+/// 0, anything else on stderr with the usage exit code.
+pub fn usage(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    if e.use_stderr() {
+        ExitCode::from(EXIT_USAGE)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
+/// `check`: builds what `serve` would ([`prepare`]) without binding, prints a summary and any
+/// warnings; exits as `serve` would fail to start (64 invalid config, 1 unusable TLS file).
+pub fn check(path: &Path) -> ExitCode {
+    let prepared = match prepare::load(path).and_then(prepare::build) {
+        Ok(p) => p,
+        Err(refusal) => return refusal.report(),
+    };
+    for warning in &prepared.warnings {
+        err(&format!("warning: {warning}"));
+    }
+    let config = prepared.gateway.config();
+    out(&format!(
+        "{}: OK. listen {}, upstream {}://{}, {} profile(s), {} app(s){}{}",
+        path.display(),
+        config.listen,
+        config.upstream.scheme,
+        config.upstream.authority,
+        config.profiles.len(),
+        config.apps.len(),
+        if config.account.is_some() { ", account-level operations on" } else { "" },
+        match prepared.warnings.len() {
+            0 => String::new(),
+            n => format!(", {n} warning(s) on stderr"),
+        }
+    ));
+    ExitCode::SUCCESS
+}
+
 /// `serve`: runs the gateway until SIGTERM or SIGINT; SIGHUP (or a changed file, with `watch_config`) reloads.
-pub async fn serve(args: &Args) -> ExitCode {
+pub async fn serve(path: &Path, listen: Option<SocketAddr>) -> ExitCode {
     // Before anything can announce that the gateway serves: a SIGHUP that arrives early must
     // find its handler installed (the default action would end the process), and a change to
     // the file must be measured against the content that was loaded.
     let mut signals = Signals::new();
-    let path = args.config.clone().unwrap_or_default();
+    let path = path.to_owned();
     let loaded = std::fs::read(&path).ok();
-    let config = match load(args) {
+    let config = match prepare::load(&path) {
         Ok(c) => c,
-        Err(code) => return code,
+        Err(refusal) => return refusal.report(),
     };
     telemetry::init(&config.log);
-    let started = match Gateway::new(config) {
-        Ok(gateway) => crate::server::start(gateway, args.listen).await,
-        Err(e) => Err(e.into()),
+    // The same steps as `check`, so `check` passes exactly the files this accepts.
+    let prepared = match prepare::build(config) {
+        Ok(p) => p,
+        Err(refusal) => return refusal.report(),
     };
-    let running = match started {
+    for warning in &prepared.warnings {
+        tracing::warn!("{warning}");
+    }
+    let running = match crate::server::start(prepared.gateway, listen).await {
         Ok(r) => r,
         Err(e) => {
             err(&format!("cannot start: {}", crate::cause::ErrorChain(&*e)));
@@ -239,13 +205,18 @@ impl Signals {
 }
 
 /// `sandbox`: runs the SparkRTC stand-in until SIGTERM or SIGINT.
-pub async fn sandbox(args: &Args) -> ExitCode {
-    let config = match load(args) {
+pub async fn sandbox(
+    path: &Path,
+    listen: Option<SocketAddr>,
+    tls_cert: Option<&Path>,
+    tls_key: Option<&Path>,
+) -> ExitCode {
+    let config = match prepare::load(path) {
         Ok(c) => c,
-        Err(code) => return code,
+        Err(refusal) => return refusal.report(),
     };
     telemetry::init(&config.log);
-    let tls = match (&args.tls_cert, &args.tls_key) {
+    let tls = match (tls_cert, tls_key) {
         (Some(cert), Some(key)) => match crate::tls::server_config(cert, key) {
             Ok(tls) => Some(tls),
             Err(e) => {
@@ -254,12 +225,13 @@ pub async fn sandbox(args: &Args) -> ExitCode {
             }
         },
         (None, None) => None,
+        // clap refuses one without the other; kept so a caller of this function cannot either.
         _ => {
             err("--tls-cert and --tls-key go together");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let listen = args.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 18443)));
+    let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 18443)));
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {

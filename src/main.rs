@@ -2,40 +2,22 @@
 
 use std::process::ExitCode;
 
-use sparkrtc_gateway::cli::{self, EXIT_USAGE};
+use clap::Parser;
+use sparkrtc_gateway::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1).peekable();
-    match args.peek().map(String::as_str) {
-        None | Some("--help" | "-h" | "help") => {
-            cli::out(cli::HELP);
-            return ExitCode::SUCCESS;
-        }
-        Some("--version" | "-V") => {
-            cli::out(concat!(
-                "sparkrtc-gateway ",
-                env!("CARGO_PKG_VERSION"),
-                " (commit ",
-                env!("SPARKRTC_GATEWAY_COMMIT"),
-                ")"
-            ));
-            return ExitCode::SUCCESS;
-        }
-        _ => {}
-    }
-    let args = match cli::parse_args(args) {
-        Ok(a) => a,
-        Err(e) => {
-            cli::err(&format!("{e}\n\n{}", cli::HELP));
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let command = match Cli::try_parse() {
+        Ok(parsed) => parsed.command,
+        Err(e) => return cli::usage(&e),
     };
-    if args.command == "check" {
-        return cli::check(&args);
-    }
+    // `check` runs nothing concurrently: a current-thread runtime never polls a task it does
+    // not await, so nothing it builds can reach the network.
+    let cores = match command {
+        Command::Check { .. } => 1,
+        _ => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+    };
     // One core available (a sidecar's CPU limit, a pinned process): a single-threaded runtime
     // does the same work without cross-thread wake-ups.
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let mut builder = if cores == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -49,14 +31,13 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        match args.command.as_str() {
-            "serve" => cli::serve(&args).await,
-            "sandbox" => cli::sandbox(&args).await,
-            "demo" => sparkrtc_gateway::demo::run(args.listen).await,
-            other => {
-                cli::err(&format!("unknown command {other:?}\n\n{}", cli::HELP));
-                ExitCode::from(EXIT_USAGE)
+        match command {
+            Command::Check { config } => cli::check(&config.path),
+            Command::Serve { config, listen } => cli::serve(&config.path, listen).await,
+            Command::Sandbox { config, listen, tls_cert, tls_key } => {
+                cli::sandbox(&config.path, listen, tls_cert.as_deref(), tls_key.as_deref()).await
             }
+            Command::Demo { listen } => sparkrtc_gateway::demo::run(listen).await,
         }
     })
 }

@@ -185,6 +185,18 @@ fn descriptor_limit() -> Option<u64> {
     line.trim_start_matches("Max open files").split_whitespace().next()?.parse().ok()
 }
 
+/// The reloadable certificate and the server configuration that serves it.
+pub(crate) type InboundTls = (Arc<ReloadingCert>, Arc<rustls::ServerConfig>);
+
+/// The proxy listener's TLS: the certificate (re-read when its files change) and the server
+/// configuration. `check` calls this too, so it refuses exactly the files `start` would.
+pub(crate) fn inbound_tls(config: &crate::Config) -> Result<Option<InboundTls>, tls::Error> {
+    let Some(t) = &config.tls else { return Ok(None) };
+    let cert = Arc::new(ReloadingCert::load(&t.cert_file, &t.key_file)?);
+    let server = tls::inbound_config(cert.clone(), t.client_ca_file.as_deref(), t.client_auth_required)?;
+    Ok(Some((cert, server)))
+}
+
 /// Binds every listener of the gateway's config (`listen` overrides the proxy address) and serves.
 pub async fn start(gateway: Gateway, listen: Option<SocketAddr>) -> Result<Running, BoxError> {
     let config = gateway.config();
@@ -207,14 +219,7 @@ pub async fn start(gateway: Gateway, listen: Option<SocketAddr>) -> Result<Runni
         }
     };
 
-    let (cert, server_tls) = match &config.tls {
-        None => (None, None),
-        Some(t) => {
-            let cert = Arc::new(ReloadingCert::load(&t.cert_file, &t.key_file)?);
-            let server = tls::inbound_config(cert.clone(), t.client_ca_file.as_deref(), t.client_auth_required)?;
-            (Some(cert), Some(server))
-        }
-    };
+    let (cert, server_tls) = inbound_tls(&config)?.unzip();
     let limits = connection_limits(&config);
     // The TCP and the Unix socket share one count: they share the process's descriptors.
     let connections = Connections::new(limits);

@@ -147,6 +147,14 @@ fn certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, Erro
     Ok(key)
 }
 
+/// The certificates of a CA file, as the upstream client and client authentication take them;
+/// a file without any is refused, since trusting nothing is never what was meant.
+pub(crate) fn ca_certificates(path: &Path) -> Result<RootCertStore, Error> {
+    let mut roots = RootCertStore::empty();
+    add_certs(&mut roots, path)?;
+    Ok(roots)
+}
+
 fn add_certs(roots: &mut RootCertStore, path: &Path) -> Result<(), Error> {
     for cert in read_certs(path)? {
         roots.add(cert).map_err(|source| Error::Certificate { path: path.to_owned(), source })?;

@@ -28,7 +28,7 @@ lissen = "typo"
 
 [upstream]
 endpoint = "http://rtc.example"
-connect_timeout = "3 sec"
+connect_timeout = "three seconds"
 
 [profiles.main]
 access_key = "AK"
@@ -44,7 +44,7 @@ profile = "mian"
         "server.max_body_bytes: 20000000 must be a whole number from 1 to 12582912",
         "server.lissen: unknown key",
         "upstream.endpoint: \"http://rtc.example\" is plain http",
-        "upstream.connect_timeout: \"3 sec\" is not a duration",
+        "upstream.connect_timeout: \"three seconds\" is not a duration",
         "profiles.main.secret_key_env: names an environment variable that is not set or is empty",
         "profiles.main.project_id: set the Huawei Cloud project id",
         "apps.app-1.profile: \"mian\" is not a defined profile; defined: [\"main\"]",
@@ -172,4 +172,54 @@ fn version_names_the_commit_it_was_built_from() {
         .and_then(|rest| rest.strip_suffix(')'))
         .unwrap_or_else(|| panic!("{text:?}"));
     assert!(commit == "unknown" || commit.chars().all(|c| c.is_ascii_hexdigit()) && commit.len() == 12, "{commit:?}");
+}
+
+#[test]
+fn durations_take_combined_units_and_days_everywhere_and_check_accepts_them() {
+    let text = r#"
+[server]
+grace_period = "1m30s"
+drain_delay = "250ms"
+
+[upstream]
+response_timeout = "2m 30s"
+
+[profiles.main]
+kind = "oidc"
+project_id = "p"
+id_token_file = "token"
+region = "cn-north-4"
+idp_id = "idp"
+duration = "11h 30m"
+refresh_before = "1h30m"
+"#;
+    let config = Config::parse(text, "t.toml", Path::new("."), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.grace_period, std::time::Duration::from_secs(90));
+    assert_eq!(config.drain_delay, std::time::Duration::from_millis(250));
+    assert_eq!(config.upstream.response_timeout, std::time::Duration::from_secs(150));
+
+    // Through the binary, with a day where a day fits, and the message for what is not a duration.
+    let dir = std::env::temp_dir().join(format!("sparkrtc-gw-durations-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.toml");
+    let keys = "[profiles.main]\naccess_key = \"AK\"\nsecret_key = \"SK\"\nproject_id = \"p\"\n";
+    std::fs::write(
+        &file,
+        format!("[server]\nidle_timeout = \"1m30s\"\n[upstream]\npool_idle_timeout = \"1h\"\n{keys}"),
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&file, format!("[server]\ngrace_period = \"1d\"\n[upstream]\nconnect_timeout = \"soon\"\n{keys}"))
+        .unwrap();
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.grace_period: \"1d\" must be between 0ms and 3600s"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "upstream.connect_timeout: \"soon\" is not a duration; write it like \"500ms\", \"3s\", \"1m30s\""
+        ),
+        "{stderr}"
+    );
 }

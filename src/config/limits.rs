@@ -116,10 +116,11 @@ fn redis_url(url: &str, key: &str, ca_file: bool, p: &mut Problems) -> Option<St
 
 /// `NAME = { rate = "10/s", burst = 20, shadow = false, on_backend_error = "allow" }`.
 pub(super) fn limit(t: &mut Table<'_>, key: &str, on_error: OnBackendError, p: &mut Problems) -> Option<LimitSpec> {
+    t.shaped(key, "limit");
     if !t.has(key) {
         return None;
     }
-    let mut lt = t.table(key, p);
+    let mut lt = t.shaped_table(key, "limit", p);
     let burst = lt.integer("burst", 1, u64::from(u32::MAX), p).and_then(|b| NonZeroU32::new(u32::try_from(b).ok()?));
     let shadow = lt.boolean("shadow", p).unwrap_or(false);
     let on_backend_error = on_backend_error(&mut lt, "on_backend_error", p).unwrap_or(on_error);

@@ -5,6 +5,7 @@
 //! environment variable (`secret_key_env`) or a file of its own (`secret_key_file`).
 
 mod jwt;
+mod keys;
 mod limits;
 mod platform;
 mod policy;
@@ -26,7 +27,9 @@ pub use crate::credentials::{Auth, Profile, TokenMethod, TokenSpec};
 pub use crate::readiness::Readiness;
 pub use crate::upstream::Settings as Upstream;
 
+pub use keys::known_keys;
 pub(crate) use reader::Problem;
+pub use reader::Recorded as KnownKeys;
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub(crate) const DEFAULT_ENDPOINT: &str = "https://rtc-api.myhuaweicloud.com";

@@ -109,6 +109,7 @@ pub(super) fn access(
     let mut operation_limits = BTreeMap::new();
     if t.has("operation_limits") {
         let mut ot = t.table("operation_limits", p);
+        ot.keyed_by_name();
         let names: Vec<String> = ot.keys();
         for name in names {
             match (Catalog.by_name(&name), limit(&mut ot, &name, on_error, p)) {

@@ -2,7 +2,8 @@
 //! first, which is what serde's derive would do. Each problem names the key path, the value found
 //! and what to write instead.
 
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -28,16 +29,87 @@ impl Problems {
     }
 }
 
+/// The keys the reader asks for, as patterns (`profiles.*.project_id`, `apps.*.allow[].callers`,
+/// `<limit>.rate` for the keys of a value of a shape), while [`record`] runs. It is how
+/// `config::known_keys` learns which keys exist without a second list that could drift.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    pub keys: BTreeSet<String>,
+    /// Keys whose value is a table of a shape read in several places (`limits.per_app` ->
+    /// `<limit>`), so its keys are listed once.
+    pub shapes: BTreeMap<String, String>,
+}
+
+thread_local! {
+    static RECORDING: RefCell<Option<Recorded>> = const { RefCell::new(None) };
+}
+
+/// Runs `read` and returns every key pattern the reader asked for (read or tested) meanwhile.
+pub(super) fn record(read: impl FnOnce()) -> Recorded {
+    RECORDING.with(|r| *r.borrow_mut() = Some(Recorded::default()));
+    read();
+    RECORDING.with(|r| r.borrow_mut().take()).unwrap_or_default()
+}
+
+fn note(update: impl FnOnce(&mut Recorded)) {
+    RECORDING.with(|r| {
+        if let Some(recorded) = r.borrow_mut().as_mut() {
+            update(recorded);
+        }
+    });
+}
+
+fn join(pattern: &str, key: &str) -> String {
+    if pattern.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{pattern}.{key}")
+    }
+}
+
 /// One TOML table and the keys read from it so far.
 pub(super) struct Table<'a> {
     path: String,
+    /// The path with names replaced by `*` (see [`Recorded`]).
+    pattern: String,
+    /// The keys of this table are names (profiles, apps, operations), not settings.
+    named: bool,
     table: Option<&'a toml::Table>,
     read: BTreeSet<&'a str>,
 }
 
 impl<'a> Table<'a> {
     pub(super) fn root(table: &'a toml::Table) -> Self {
-        Table { path: String::new(), table: Some(table), read: BTreeSet::new() }
+        Table { path: String::new(), pattern: String::new(), named: false, table: Some(table), read: BTreeSet::new() }
+    }
+
+    fn sub(&self, key: &str, path: String, table: Option<&'a toml::Table>) -> Table<'a> {
+        Table { path, pattern: self.key_pattern(key), named: false, table, read: BTreeSet::new() }
+    }
+
+    fn key_pattern(&self, key: &str) -> String {
+        join(&self.pattern, if self.named { "*" } else { key })
+    }
+
+    /// Marks this table's keys as names (`operation_limits = { RemoveUsers = ... }`).
+    pub(super) fn keyed_by_name(&mut self) {
+        self.named = true;
+    }
+
+    /// Declares that `key`, when present, is a table of a shape read in several places (a
+    /// limit): its keys are recorded once, as `<shape>.KEY`.
+    pub(super) fn shaped(&self, key: &str, shape: &str) {
+        note(|r| {
+            r.shapes.insert(self.key_pattern(key), format!("<{shape}>"));
+        });
+    }
+
+    /// The sub-table `key`, of a shape (see [`Table::shaped`]).
+    pub(super) fn shaped_table(&mut self, key: &str, shape: &str, problems: &mut Problems) -> Table<'a> {
+        self.shaped(key, shape);
+        let mut table = self.table(key, problems);
+        table.pattern = format!("<{shape}>");
+        table
     }
 
     pub(super) fn key_path(&self, key: &str) -> String {
@@ -54,12 +126,18 @@ impl<'a> Table<'a> {
     }
 
     fn value(&mut self, key: &str) -> Option<&'a toml::Value> {
+        note(|r| {
+            r.keys.insert(self.key_pattern(key));
+        });
         let (k, v) = self.table?.get_key_value(key)?;
         self.read.insert(k.as_str());
         Some(v)
     }
 
     pub(super) fn has(&self, key: &str) -> bool {
+        note(|r| {
+            r.keys.insert(self.key_pattern(key));
+        });
         self.table.is_some_and(|t| t.contains_key(key))
     }
 
@@ -74,11 +152,12 @@ impl<'a> Table<'a> {
                 None
             }
         };
-        Table { path, table, read: BTreeSet::new() }
+        self.sub(key, path, table)
     }
 
     /// The sub-tables of this table by name, e.g. every `[profiles.NAME]`.
     pub(super) fn entries(&mut self, problems: &mut Problems) -> Vec<(&'a str, Table<'a>)> {
+        self.named = true;
         let Some(table) = self.table else {
             return Vec::new();
         };
@@ -126,9 +205,13 @@ impl<'a> Table<'a> {
         let mut out = Vec::new();
         for (i, item) in list.iter().enumerate() {
             match item {
-                toml::Value::Table(t) => {
-                    out.push(Table { path: format!("{path}[{i}]"), table: Some(t), read: BTreeSet::new() })
-                }
+                toml::Value::Table(t) => out.push(Table {
+                    path: format!("{path}[{i}]"),
+                    pattern: format!("{}[]", self.key_pattern(key)),
+                    named: false,
+                    table: Some(t),
+                    read: BTreeSet::new(),
+                }),
                 other => {
                     problems.push(format!("{path}[{i}]"), format!("expected a table {{ ... }}, found {}", show(other)))
                 }
@@ -185,7 +268,7 @@ impl<'a> Table<'a> {
         }
     }
 
-    /// A duration written as `500ms`, `3s`, `2m` or `1h`, within `min..=max`.
+    /// A duration such as `500ms`, `3s`, `1m30s`, `1h` or `1d`, within `min..=max`.
     pub(super) fn duration(
         &mut self,
         key: &str,
@@ -207,7 +290,7 @@ impl<'a> Table<'a> {
             None => {
                 problems.push(
                     self.key_path(key),
-                    format!("{} is not a duration; write it like \"500ms\", \"3s\" or \"2m\"", show(value)),
+                    format!("{} is not a duration; write it like \"500ms\", \"3s\", \"1m30s\" or \"1d\"", show(value)),
                 );
                 None
             }
@@ -226,18 +309,11 @@ impl<'a> Table<'a> {
     }
 }
 
+/// humantime's grammar: numbers with units, summed (`"250ms"`, `"1m30s"`, `"1h 15m"`, `"1d"`),
+/// which covers every form accepted before (`"500ms"`, `"3s"`, `"2m"`, `"1h"`). A bare number
+/// is refused: seconds or milliseconds would be a guess.
 pub(super) fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
-        "h" => n.checked_mul(3_600).map(Duration::from_secs),
-        _ => None,
-    }
+    humantime::parse_duration(s.trim()).ok()
 }
 
 fn show_duration(d: Duration) -> String {
@@ -270,8 +346,19 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("3s"), Some(Duration::from_secs(3)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3_600)));
+        assert_eq!(parse_duration(" 3s "), Some(Duration::from_secs(3)));
         assert_eq!(parse_duration("3"), None);
-        assert_eq!(parse_duration("3 sec"), None);
+        assert_eq!(parse_duration("soon"), None);
         assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("-3s"), None);
+    }
+
+    #[test]
+    fn durations_combine_units_and_take_days() {
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h 15m"), Some(Duration::from_secs(4_500)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
     }
 }
