@@ -117,7 +117,8 @@ pub fn check(args: &Args) -> ExitCode {
     }
 }
 
-/// `serve`: runs the gateway until SIGTERM or SIGINT; SIGHUP (or a changed file, with `watch_config`) reloads.
+/// `serve`: runs the gateway until SIGTERM or SIGINT; SIGHUP (or a changed file, with `watch_config`) reloads;
+/// SIGUSR1 only reopens the audit file (SIGHUP does too).
 pub async fn serve(args: &Args) -> ExitCode {
     // Before anything can announce that the gateway serves: a SIGHUP that arrives early must
     // find its handler installed (the default action would end the process), and a change to
@@ -144,11 +145,17 @@ pub async fn serve(args: &Args) -> ExitCode {
     if running.gateway.config().watch_config {
         signals.watch(path.clone(), loaded);
     }
-    while let Signal::Reload = signals.next().await {
-        let _ = running.reload(&path);
-        // Token fetches may take a while; the loop must stay free to see a stop signal.
-        let gateway = running.gateway.clone();
-        tokio::spawn(async move { gateway.maintain_credentials().await });
+    loop {
+        match signals.next().await {
+            Signal::Stop => break,
+            Signal::Reopen => running.gateway.reopen_audit(),
+            Signal::Reload => {
+                let _ = running.reload(&path);
+                // Token fetches may take a while; the loop must stay free to see a stop signal.
+                let gateway = running.gateway.clone();
+                tokio::spawn(async move { gateway.maintain_credentials().await });
+            }
+        }
     }
     tracing::info!("stop signal received; draining");
     running.shutdown();
@@ -160,6 +167,8 @@ pub async fn serve(args: &Args) -> ExitCode {
 enum Signal {
     Stop,
     Reload,
+    /// SIGUSR1: logrotate moved the audit file.
+    Reopen,
 }
 
 /// How often a watched config file is read for changes.
@@ -171,7 +180,7 @@ const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 struct Signals {
     changed: Option<tokio::sync::mpsc::Receiver<()>>,
     #[cfg(unix)]
-    streams: Option<[tokio::signal::unix::Signal; 3]>,
+    streams: Option<[tokio::signal::unix::Signal; 4]>,
 }
 
 impl Signals {
@@ -179,10 +188,16 @@ impl Signals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let streams =
-                (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()));
+            let streams = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+                signal(SignalKind::user_defined1()),
+            );
             match streams {
-                (Ok(term), Ok(int), Ok(hup)) => Signals { changed: None, streams: Some([term, int, hup]) },
+                (Ok(term), Ok(int), Ok(hup), Ok(usr1)) => {
+                    Signals { changed: None, streams: Some([term, int, hup, usr1]) }
+                }
                 _ => Signals { changed: None, streams: None },
             }
         }
@@ -211,7 +226,7 @@ impl Signals {
         });
     }
 
-    /// Waits for SIGTERM or SIGINT (stop) or SIGHUP (reload).
+    /// Waits for SIGTERM or SIGINT (stop), SIGHUP (reload) or SIGUSR1 (reopen).
     async fn next(&mut self) -> Signal {
         let watched = self.changed.as_mut();
         let changed = async move {
@@ -225,11 +240,12 @@ impl Signals {
             }
         };
         #[cfg(unix)]
-        if let Some([term, int, hup]) = &mut self.streams {
+        if let Some([term, int, hup, usr1]) = &mut self.streams {
             return tokio::select! {
                 _ = term.recv() => Signal::Stop,
                 _ = int.recv() => Signal::Stop,
                 _ = hup.recv() => Signal::Reload,
+                _ = usr1.recv() => Signal::Reopen,
                 () = changed => Signal::Reload,
             };
         }
@@ -279,8 +295,8 @@ pub async fn sandbox(args: &Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C); SIGHUP is ignored here.
+/// Resolves on SIGTERM or SIGINT (Ctrl-C); SIGHUP and SIGUSR1 are ignored here.
 pub(crate) async fn stop_signal() {
     let mut signals = Signals::new();
-    while let Signal::Reload = signals.next().await {}
+    while !matches!(signals.next().await, Signal::Stop) {}
 }
