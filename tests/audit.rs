@@ -82,8 +82,8 @@ fn records(files: &[PathBuf]) -> Vec<(PathBuf, serde_json::Map<String, Value>)> 
         let text = std::fs::read_to_string(file).unwrap();
         assert!(text.is_empty() || text.ends_with('\n'), "{} ends in a torn line", file.display());
         for line in text.lines() {
-            let parsed: Value =
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("torn or invalid line in {}: {e}: {line}", file.display()));
+            let parsed: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("torn or invalid line in {}: {e}: {line}", file.display()));
             let Value::Object(record) = parsed else { panic!("not an object: {line}") };
             out.push((file.clone(), record));
         }
@@ -215,7 +215,10 @@ async fn every_answered_mutating_call_has_exactly_one_record_across_rotations_un
             assert_eq!(record["room"], format!("room-{c}"));
             assert!(record["upstream_request_id"].as_str().is_some_and(|s| s.len() == 32), "{record:?}");
         }
-        assert_eq!((record["app"].as_str(), record["caller"].as_str().map(|c| c.starts_with("addr:"))), (Some(APP), Some(true)));
+        assert_eq!(
+            (record["app"].as_str(), record["caller"].as_str().map(|c| c.starts_with("addr:"))),
+            (Some(APP), Some(true))
+        );
     }
     // Each rotation really moved records: every file holds some, and the HUP one is where it belongs.
     for file in &files {
@@ -242,7 +245,8 @@ fn check_refuses_an_audit_file_in_a_missing_directory() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(
-        stderr.contains("audit.file") && stderr.contains(&format!("{:?} does not exist", missing.display().to_string())),
+        stderr.contains("audit.file")
+            && stderr.contains(&format!("{:?} does not exist", missing.display().to_string())),
         "{stderr}"
     );
 }
