@@ -51,7 +51,7 @@ pub(crate) struct Record<'a> {
 
 impl Record<'_> {
     /// The record as one JSON object: numbers as numbers, the user ids as an array.
-    pub(crate) fn to_json(&self) -> Map<String, Value> {
+    fn json(&self) -> Map<String, Value> {
         let mut m = Map::new();
         let time = humantime::format_rfc3339_millis(self.timestamp).to_string();
         m.insert("timestamp".into(), time.into());
@@ -74,10 +74,10 @@ impl Record<'_> {
         m
     }
 
-    fn to_line(self) -> Vec<u8> {
+    fn line(&self) -> Vec<u8> {
         // Serialising a map of strings and numbers cannot fail; an empty object would still
         // be a whole line.
-        let mut line = serde_json::to_vec(&self.to_json()).unwrap_or_else(|_| b"{}".to_vec());
+        let mut line = serde_json::to_vec(&self.json()).unwrap_or_else(|_| b"{}".to_vec());
         line.push(b'\n');
         line
     }
@@ -137,7 +137,7 @@ impl Audit {
         let Some(sink) = &self.file else {
             return record.log();
         };
-        let line = Command::Line(record.to_line());
+        let line = Command::Line(record.line());
         let left = match sink.queue.try_send(line) {
             Ok(()) => {
                 if sink.behind.load(Ordering::Relaxed) {
@@ -292,14 +292,14 @@ mod tests {
     #[test]
     fn a_record_is_typed_json_without_absent_fields() {
         let ids = vec!["u1".to_owned(), "u,2".to_owned()];
-        let line = String::from_utf8(record(Some(&ids), Some("up-1")).to_line()).unwrap_or_default();
+        let line = String::from_utf8(record(Some(&ids), Some("up-1")).line()).unwrap_or_default();
         assert_eq!(
             line,
             "{\"timestamp\":\"2023-11-14T22:13:20.123Z\",\"request_id\":\"req-1\",\"caller\":\"svc\",\
              \"client_addr\":\"127.0.0.1:4000\",\"app\":\"app-1\",\"operation\":\"RemoveUsers\",\"room\":\"r1\",\
              \"user_ids\":[\"u1\",\"u,2\"],\"decision\":\"allowed\",\"status\":202,\"upstream_request_id\":\"up-1\"}\n"
         );
-        let bare = record(None, None).to_json();
+        let bare = record(None, None).json();
         assert!(
             !bare.contains_key("user_ids")
                 && !bare.contains_key("upstream_request_id")

@@ -49,6 +49,9 @@ async fn sandbox_and_config(dir: &Path, audit: &Path) -> String {
         + &format!("\n[audit]\nfile = \"{}\"\n", audit.display())
 }
 
+/// One audit line, parsed, and the file it was in.
+type Found = (PathBuf, serde_json::Map<String, Value>);
+
 /// What a call was and what the caller got.
 #[derive(Debug, Clone)]
 struct Sent {
@@ -76,7 +79,7 @@ async fn call(h: &Harness, c: usize, i: usize) -> (String, Sent) {
 }
 
 /// Every line of every file: each must be a whole JSON object.
-fn records(files: &[PathBuf]) -> Vec<(PathBuf, serde_json::Map<String, Value>)> {
+fn records(files: &[PathBuf]) -> Vec<Found> {
     let mut out = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(file).unwrap();
@@ -186,7 +189,7 @@ async fn every_answered_mutating_call_has_exactly_one_record_across_rotations_un
     assert!(status.success(), "{status:?}");
 
     let all = records(&files);
-    let mut by_id: BTreeMap<String, Vec<(PathBuf, serde_json::Map<String, Value>)>> = BTreeMap::new();
+    let mut by_id: BTreeMap<String, Vec<Found>> = BTreeMap::new();
     for (file, record) in all {
         assert_typed(&record, started);
         by_id.entry(record["request_id"].as_str().unwrap().to_owned()).or_default().push((file, record));
