@@ -79,7 +79,8 @@ pub fn check(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `serve`: runs the gateway until SIGTERM or SIGINT; SIGHUP (or a changed file, with `watch_config`) reloads.
+/// `serve`: runs the gateway until SIGTERM or SIGINT; SIGHUP (or a changed file, with `watch_config`) reloads;
+/// SIGUSR1 only reopens the audit file (SIGHUP does too).
 pub async fn serve(path: &Path, listen: Option<SocketAddr>) -> ExitCode {
     // Before anything can announce that the gateway serves: a SIGHUP that arrives early must
     // find its handler installed (the default action would end the process), and a change to
@@ -110,11 +111,17 @@ pub async fn serve(path: &Path, listen: Option<SocketAddr>) -> ExitCode {
     if running.gateway.config().watch_config {
         signals.watch(path.clone(), loaded);
     }
-    while let Signal::Reload = signals.next().await {
-        let _ = running.reload(&path);
-        // Token fetches may take a while; the loop must stay free to see a stop signal.
-        let gateway = running.gateway.clone();
-        tokio::spawn(async move { gateway.maintain_credentials().await });
+    loop {
+        match signals.next().await {
+            Signal::Stop => break,
+            Signal::Reopen => running.gateway.reopen_audit(),
+            Signal::Reload => {
+                let _ = running.reload(&path);
+                // Token fetches may take a while; the loop must stay free to see a stop signal.
+                let gateway = running.gateway.clone();
+                tokio::spawn(async move { gateway.maintain_credentials().await });
+            }
+        }
     }
     tracing::info!("stop signal received; draining");
     running.shutdown();
@@ -126,6 +133,8 @@ pub async fn serve(path: &Path, listen: Option<SocketAddr>) -> ExitCode {
 enum Signal {
     Stop,
     Reload,
+    /// SIGUSR1: logrotate moved the audit file.
+    Reopen,
 }
 
 /// How often a watched config file is read for changes.
@@ -137,7 +146,7 @@ const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 struct Signals {
     changed: Option<tokio::sync::mpsc::Receiver<()>>,
     #[cfg(unix)]
-    streams: Option<[tokio::signal::unix::Signal; 3]>,
+    streams: Option<[tokio::signal::unix::Signal; 4]>,
 }
 
 impl Signals {
@@ -145,10 +154,16 @@ impl Signals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let streams =
-                (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()));
+            let streams = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+                signal(SignalKind::user_defined1()),
+            );
             match streams {
-                (Ok(term), Ok(int), Ok(hup)) => Signals { changed: None, streams: Some([term, int, hup]) },
+                (Ok(term), Ok(int), Ok(hup), Ok(usr1)) => {
+                    Signals { changed: None, streams: Some([term, int, hup, usr1]) }
+                }
                 _ => Signals { changed: None, streams: None },
             }
         }
@@ -177,7 +192,7 @@ impl Signals {
         });
     }
 
-    /// Waits for SIGTERM or SIGINT (stop) or SIGHUP (reload).
+    /// Waits for SIGTERM or SIGINT (stop), SIGHUP (reload) or SIGUSR1 (reopen).
     async fn next(&mut self) -> Signal {
         let watched = self.changed.as_mut();
         let changed = async move {
@@ -191,11 +206,12 @@ impl Signals {
             }
         };
         #[cfg(unix)]
-        if let Some([term, int, hup]) = &mut self.streams {
+        if let Some([term, int, hup, usr1]) = &mut self.streams {
             return tokio::select! {
                 _ = term.recv() => Signal::Stop,
                 _ = int.recv() => Signal::Stop,
                 _ = hup.recv() => Signal::Reload,
+                _ = usr1.recv() => Signal::Reopen,
                 () = changed => Signal::Reload,
             };
         }
@@ -251,8 +267,8 @@ pub async fn sandbox(
     ExitCode::SUCCESS
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C); SIGHUP is ignored here.
+/// Resolves on SIGTERM or SIGINT (Ctrl-C); SIGHUP and SIGUSR1 are ignored here.
 pub(crate) async fn stop_signal() {
     let mut signals = Signals::new();
-    while let Signal::Reload = signals.next().await {}
+    while !matches!(signals.next().await, Signal::Stop) {}
 }

@@ -14,6 +14,7 @@ use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use crate::audit::Audit;
 use crate::body::Body;
 use crate::catalog::{Catalog, Route};
 use crate::cause::BoxError;
@@ -49,6 +50,8 @@ pub enum BuildError {
     UpstreamTls(crate::tls::Error),
     /// The rate limiter (the Redis client for `limits.backend`).
     Limiter(crate::ratelimit::BackendError),
+    /// The audit file (`audit.file`) or its writer thread.
+    Audit(std::io::Error),
 }
 
 impl BuildError {
@@ -57,6 +60,7 @@ impl BuildError {
         match self {
             BuildError::UpstreamTls(_) => "build the upstream TLS configuration",
             BuildError::Limiter(_) => "build the rate limiter",
+            BuildError::Audit(_) => "open the audit file",
         }
     }
 }
@@ -72,6 +76,7 @@ impl std::error::Error for BuildError {
         match self {
             BuildError::UpstreamTls(e) => Some(e),
             BuildError::Limiter(e) => Some(e),
+            BuildError::Audit(e) => Some(e),
         }
     }
 }
@@ -86,6 +91,8 @@ struct Inner {
     state: ArcSwap<State>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    /// Opened once: a reload does not move the audit trail (a restart does), SIGHUP reopens it.
+    audit: Arc<Audit>,
     draining: AtomicBool,
     last_skew_warning: AtomicU64,
 }
@@ -117,11 +124,16 @@ impl Gateway {
             None,
         );
         let limits = Limits::new(config.limit_plan(), &config.limits.backend).map_err(BuildError::Limiter)?;
+        let audit = match &config.audit.file {
+            Some(path) => Audit::file(path).map_err(BuildError::Audit)?,
+            None => Audit::log(),
+        };
         let state = State { upstream, limits, credentials, config: Arc::new(config) };
         let inner = Inner {
             state: ArcSwap::from_pointee(state),
             clock,
             metrics,
+            audit: Arc::new(audit),
             draining: AtomicBool::new(false),
             last_skew_warning: AtomicU64::new(0),
         };
@@ -207,6 +219,17 @@ impl Gateway {
         state.limits.probe().await;
     }
 
+    /// Opens the audit file again (logrotate moved it); records go on to the previous file
+    /// until the new one is open, so none is lost.
+    pub fn reopen_audit(&self) {
+        self.inner.audit.reopen();
+    }
+
+    /// Waits until every audit record of a finished call is written (at shutdown).
+    pub async fn flush_audit(&self) {
+        self.inner.audit.flush().await;
+    }
+
     /// Refusals and shadow-mode decisions so far.
     pub fn counters(&self) -> &Counters {
         &self.inner.metrics.counters
@@ -220,7 +243,7 @@ impl Gateway {
     {
         let _in_flight = self.inner.metrics.in_flight();
         let state = self.inner.state.load_full();
-        let mut record = CallRecord::start(&req, self.inner.metrics.clone());
+        let mut record = CallRecord::start(&req, peer.addr, self.inner.metrics.clone(), self.inner.audit.clone());
         // Boxed: hyper keeps one slot the size of this future per connection for as long as the
         // connection lives, so the request path's few kilobytes of state are allocated per call
         // instead of held by every idle keep-alive connection.

@@ -58,6 +58,8 @@ impl Running {
         for task in self.tasks {
             let _ = task.await;
         }
+        // The calls are over; their audit records must reach the file before the process ends.
+        self.gateway.flush_audit().await;
         if let Some(path) = &self.unix_socket {
             let _ = std::fs::remove_file(path);
         }
@@ -75,6 +77,8 @@ impl Running {
     /// a restart.
     pub fn reload(&self, path: &std::path::Path) -> Result<(), ReloadError> {
         self.reload_certificate();
+        // Whatever becomes of the config: logrotate may send SIGHUP after moving the file.
+        self.gateway.reopen_audit();
         let result = self.try_reload(path);
         if let Err(e) = &result {
             self.gateway.counters().config_reload_failed();
@@ -92,6 +96,9 @@ impl Running {
             || old.admin_listen != config.admin_listen
         {
             tracing::warn!("listener settings changed in the config; they take effect at the next restart");
+        }
+        if old.audit != config.audit {
+            tracing::warn!("audit.file changed in the config; it takes effect at the next restart");
         }
         self.gateway.reload(config).map_err(ReloadError::Build)?;
         tracing::info!(config = %path.display(), "config reloaded");

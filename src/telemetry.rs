@@ -3,12 +3,14 @@
 //! [`crate::secret::Secret`]s, which print as `[redacted]`, signed headers are never logged, and
 //! callers appear by their configured name, never by their key.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response};
 use tracing_subscriber::EnvFilter;
 
+use crate::audit::{self, Audit};
 use crate::body::Body;
 use crate::catalog::{Operation, Route};
 use crate::cause::Causes;
@@ -47,11 +49,19 @@ pub(crate) struct CallRecord {
     request_bytes: usize,
     pub upstream: Option<Duration>,
     metrics: Arc<Metrics>,
+    /// The connection's peer, for the audit record.
+    client_addr: SocketAddr,
+    audit: Arc<Audit>,
     finished: bool,
 }
 
 impl CallRecord {
-    pub(crate) fn start<B>(req: &Request<B>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn start<B>(
+        req: &Request<B>,
+        client_addr: SocketAddr,
+        metrics: Arc<Metrics>,
+        audit: Arc<Audit>,
+    ) -> Self {
         CallRecord {
             request_id: crate::request_id::from_caller(req.headers()),
             started: Instant::now(),
@@ -68,6 +78,8 @@ impl CallRecord {
             request_bytes: 0,
             upstream: None,
             metrics,
+            client_addr,
+            audit,
             finished: false,
         }
     }
@@ -161,19 +173,22 @@ impl CallRecord {
             upstream_ms = self.upstream.map_or(0, |d| d.as_millis()),
             total_ms = total.as_millis(),
         );
-        if self.operation.is_some_and(Operation::is_mutating) {
-            tracing::info!(
-                target: "audit",
-                request_id = %self.request_id,
-                caller = self.caller.as_deref().unwrap_or("-"),
-                app = self.app.as_deref().unwrap_or("-"),
-                operation,
-                room = self.room.as_deref().unwrap_or("-"),
-                user_ids = %self.user_ids.as_ref().map_or_else(|| "-".to_owned(), |ids| ids.join(",")),
-                decision = outcome.decision.as_str(),
-                status = outcome.status,
-                upstream_request_id = outcome.upstream_request_id,
-            );
+        if let Some(op) = self.operation.filter(|op| op.is_mutating()) {
+            self.audit.write(&audit::Record {
+                timestamp: std::time::SystemTime::now(),
+                request_id: &self.request_id,
+                // The call's trace id belongs here once CallRecord carries one.
+                trace_id: None,
+                caller: self.caller.as_deref(),
+                client_addr: Some(self.client_addr),
+                app: self.app.as_deref(),
+                operation: op.name,
+                room: self.room.as_deref(),
+                user_ids: self.user_ids.as_deref(),
+                decision: &outcome.decision,
+                status: outcome.status,
+                upstream_request_id: Some(outcome.upstream_request_id).filter(|id| *id != "-"),
+            });
         }
     }
 }

@@ -14,7 +14,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("foundations", &["cause", "clock", "secret", "stream", "request_id"]),
     ("domain", &["signer", "catalog", "policy", "ratelimit", "readiness"]),
     ("transport", &["tls", "upstream", "body"]),
-    ("request-path vocabulary", &["error", "validate", "relay", "metrics"]),
+    ("request-path vocabulary", &["error", "validate", "relay", "metrics", "audit"]),
     ("components", &["credentials"]),
     ("configuration", &["config"]),
     ("serving", &["listener", "telemetry", "gateway", "admin", "sandbox"]),

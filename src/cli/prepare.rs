@@ -119,6 +119,7 @@ pub(crate) fn build(config: Config) -> Result<Prepared, Refusal> {
             problem("upstream.ca_file", "give a PEM file of CA certificates (-----BEGIN CERTIFICATE-----)", e)
         }
         BuildError::Limiter(e) => problem("limits.redis", "check url, username, password and ca_file", e),
+        BuildError::Audit(e) => problem("audit.file", "make the file's directory writable by the gateway's user", e),
     })?;
     Ok(Prepared { gateway, warnings })
 }

@@ -4,6 +4,7 @@
 //! Secrets are never required inline: each may come from the file (`secret_key`), an
 //! environment variable (`secret_key_env`) or a file of its own (`secret_key_file`).
 
+mod audit;
 mod jwt;
 mod keys;
 mod limits;
@@ -30,6 +31,8 @@ pub use crate::upstream::Settings as Upstream;
 pub use keys::known_keys;
 pub(crate) use reader::Problem;
 pub use reader::Recorded as KnownKeys;
+
+pub use audit::Audit;
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub(crate) const DEFAULT_ENDPOINT: &str = "https://rtc-api.myhuaweicloud.com";
@@ -83,6 +86,8 @@ pub struct Config {
     /// Per-caller limits set on `[callers.NAME]`, overriding `limits.per_caller`.
     pub caller_limits: BTreeMap<Arc<str>, LimitSpec>,
     pub limits: DefaultLimits,
+    /// `[audit]`: where audit records go.
+    pub audit: Audit,
 }
 
 /// `[limits]`: what applies where nothing more specific is set, and where state is kept.

@@ -139,6 +139,9 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
         None
     };
     account_table.finish(&mut p);
+    let mut audit_table = root.table("audit", &mut p);
+    let audit = super::audit::audit(&mut audit_table, base, &mut p);
+    audit_table.finish(&mut p);
     root.finish(&mut p);
 
     match (listen, upstream) {
@@ -162,6 +165,7 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
             callers,
             caller_limits,
             limits,
+            audit,
         }),
         _ => Err(p.0),
     }
