@@ -10,6 +10,7 @@ mod platform;
 mod policy;
 mod profile;
 mod reader;
+mod trace;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ pub use crate::readiness::Readiness;
 pub use crate::upstream::Settings as Upstream;
 
 pub(crate) use reader::Problem;
+pub use trace::Trace;
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub(crate) const DEFAULT_ENDPOINT: &str = "https://rtc-api.myhuaweicloud.com";
@@ -80,6 +82,8 @@ pub struct Config {
     /// Per-caller limits set on `[callers.NAME]`, overriding `limits.per_caller`.
     pub caller_limits: BTreeMap<Arc<str>, LimitSpec>,
     pub limits: DefaultLimits,
+    /// `[trace]`: sampling and the OTLP collector (read at start; a reload keeps the first).
+    pub trace: Trace,
 }
 
 /// `[limits]`: what applies where nothing more specific is set, and where state is kept.

@@ -139,6 +139,9 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
         None
     };
     account_table.finish(&mut p);
+    let mut trace_table = root.table("trace", &mut p);
+    let trace = trace::trace(&mut trace_table, &mut p);
+    trace_table.finish(&mut p);
     root.finish(&mut p);
 
     match (listen, upstream) {
@@ -162,6 +165,7 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
             callers,
             caller_limits,
             limits,
+            trace,
         }),
         _ => Err(p.0),
     }
