@@ -143,7 +143,7 @@ pub(crate) async fn serve_with<H: Handler>(
     let _ = stop.send(true);
     tokio::select! {
         () = connections.all_closed() => tracing::debug!("all connections closed"),
-        () = tokio::time::sleep(grace) => tracing::warn!(grace_ms = grace.as_millis(), "grace period over; closing remaining connections"),
+        () = tokio::time::sleep(grace) => tracing::warn!(grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX), "grace period over; closing remaining connections"),
     }
 }
 

@@ -139,7 +139,7 @@ impl Exporter {
         match tokio::time::timeout(timeout + Duration::from_secs(1), done).await {
             Ok(Ok(Ok(()))) => tracing::debug!("trace export flushed"),
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "trace export not flushed"),
-            Ok(Err(_)) | Err(_) => tracing::warn!(timeout_ms = timeout.as_millis() as u64, "trace export not flushed in time"),
+            Ok(Err(_)) | Err(_) => tracing::warn!(timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX), "trace export not flushed in time"),
         }
     }
 }

@@ -404,5 +404,6 @@ impl std::io::Write for Capture {
         Ok(())
     }
 }
+pub mod logline;
 pub mod process;
 pub mod redis;
