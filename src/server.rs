@@ -175,7 +175,12 @@ fn connection_limits(config: &crate::Config) -> ConnectionLimits {
             tracing::warn!(max_connections, descriptor_limit = limit, "server.max_connections needs about {needed} file descriptors with upstream connections; raise the limit (LimitNOFILE= in systemd, ulimit -n) or lower max_connections");
         }
     }
-    tracing::info!(max_connections, descriptor_limit = descriptors, idle_timeout_ms = u64::try_from(config.idle_timeout.as_millis()).unwrap_or(u64::MAX), "client connection limits");
+    tracing::info!(
+        max_connections,
+        descriptor_limit = descriptors,
+        idle_timeout_ms = u64::try_from(config.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+        "client connection limits"
+    );
     ConnectionLimits { idle_timeout: config.idle_timeout, max_connections }
 }
 

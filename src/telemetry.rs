@@ -19,8 +19,8 @@ use crate::config::{Log, LogFormat, Trace};
 use crate::error::{GatewayError, HEADER_GATEWAY_ERROR};
 use crate::metrics::Metrics;
 use crate::policy::Identity;
-use crate::trace::export::{Phase, PhaseKind, Span};
 use crate::trace::export::ExportSettings;
+use crate::trace::export::{Phase, PhaseKind, Span};
 use crate::trace::{CallTrace, Exporter, Tracer};
 
 /// One request to the collector at most this long, so a stalled collector holds up no flush.
@@ -263,7 +263,11 @@ impl CallRecord {
             KeyValue::new("sparkrtc.request_id", self.request_id.clone()),
             KeyValue::new("sparkrtc.origin", outcome.origin),
         ];
-        let optional = [("sparkrtc.operation", self.operation.map(|op| op.name.to_owned())), ("sparkrtc.app", self.app.clone()), ("sparkrtc.caller", self.caller.clone())];
+        let optional = [
+            ("sparkrtc.operation", self.operation.map(|op| op.name.to_owned())),
+            ("sparkrtc.app", self.app.clone()),
+            ("sparkrtc.caller", self.caller.clone()),
+        ];
         attributes.extend(optional.into_iter().filter_map(|(k, v)| Some(KeyValue::new(k, v?))));
         let error = (outcome.status >= 500).then(|| outcome.decision.clone());
         let name = self.operation.map_or("unknown operation", |op| op.name);

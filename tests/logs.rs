@@ -99,7 +99,10 @@ async fn every_kind_of_call(rust_log: &str) {
     assert!(line["response_bytes"].is_u64() && line["upstream_ms"].is_u64() && line["total_ms"].is_u64(), "{line}");
     let sent = &upstream.seen()[0].headers;
     let forwarded = sent.get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or("");
-    assert!(forwarded.starts_with(&format!("00-{TRACE_ID}-")) && !forwarded.contains("00f067aa0ba902b7"), "{forwarded}");
+    assert!(
+        forwarded.starts_with(&format!("00-{TRACE_ID}-")) && !forwarded.contains("00f067aa0ba902b7"),
+        "{forwarded}"
+    );
 
     // 400 for its body: the size read is still logged.
     let bad = r#"{"user_ids": 7}"#;
@@ -107,7 +110,10 @@ async fn every_kind_of_call(rust_log: &str) {
     assert_eq!(invalid.status, 400, "{invalid:?}");
     let line = access_line(&process, invalid.header("x-request-id").unwrap());
     assert_eq!(line["request_bytes"], bad.len(), "{line}");
-    assert!(line.get("upstream_ms").is_none() && line.get("upstream_request_id").is_none(), "absent, not 0 or -: {line}");
+    assert!(
+        line.get("upstream_ms").is_none() && line.get("upstream_request_id").is_none(),
+        "absent, not 0 or -: {line}"
+    );
 
     // 404, 403, 413 and 429: every refusal class logs a typed access line with a new trace.
     let unknown = h.call("GET", "/v2/nothing-here", &[], "").await;

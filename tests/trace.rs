@@ -75,12 +75,22 @@ impl Collector {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let arrived = self.arrived.notified();
-            let spans: Vec<_> =
-                self.spans.lock().unwrap().iter().filter(|(_, s)| hex::encode(&s.trace_id) == trace_id).cloned().collect();
+            let spans: Vec<_> = self
+                .spans
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, s)| hex::encode(&s.trace_id) == trace_id)
+                .cloned()
+                .collect();
             if spans.len() >= count {
                 return spans;
             }
-            assert!(tokio::time::timeout_at(deadline, arrived).await.is_ok(), "{} of {count} spans arrived", spans.len());
+            assert!(
+                tokio::time::timeout_at(deadline, arrived).await.is_ok(),
+                "{} of {count} spans arrived",
+                spans.len()
+            );
         }
     }
 }
@@ -95,9 +105,7 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
 }
 
 fn trace_config(collector: SocketAddr, extra: &str) -> String {
-    format!(
-        "\n[trace]\notlp_endpoint = \"http://{collector}/v1/traces\"\nservice_name = \"gw-under-test\"\n{extra}"
-    )
+    format!("\n[trace]\notlp_endpoint = \"http://{collector}/v1/traces\"\nservice_name = \"gw-under-test\"\n{extra}")
 }
 
 async fn gateway(trace: String) -> (sparkrtc_gateway::Running, Harness) {

@@ -84,7 +84,8 @@ impl Exporter {
             .build();
         let exporter = OnRuntime { inner: Arc::new(otlp), runtime };
         let processor = BatchSpanProcessor::builder(exporter).with_batch_config(config).build();
-        let scope = InstrumentationScope::builder(env!("CARGO_PKG_NAME")).with_version(env!("CARGO_PKG_VERSION")).build();
+        let scope =
+            InstrumentationScope::builder(env!("CARGO_PKG_NAME")).with_version(env!("CARGO_PKG_VERSION")).build();
         Ok(Exporter { processor: Arc::new(processor), scope })
     }
 
@@ -109,7 +110,15 @@ impl Exporter {
         self.processor.on_end(self.data(trace, trace.span_id, parent, trace.parent.is_some(), SpanKind::Server, call));
     }
 
-    fn data(&self, trace: &CallTrace, id: SpanId, parent: SpanId, remote: bool, kind: SpanKind, span: Span) -> SpanData {
+    fn data(
+        &self,
+        trace: &CallTrace,
+        id: SpanId,
+        parent: SpanId,
+        remote: bool,
+        kind: SpanKind,
+        span: Span,
+    ) -> SpanData {
         let status = match span.error {
             Some(description) => Status::Error { description: Cow::Owned(description) },
             None => Status::Unset,
@@ -139,7 +148,10 @@ impl Exporter {
         match tokio::time::timeout(timeout + Duration::from_secs(1), done).await {
             Ok(Ok(Ok(()))) => tracing::debug!("trace export flushed"),
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "trace export not flushed"),
-            Ok(Err(_)) | Err(_) => tracing::warn!(timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX), "trace export not flushed in time"),
+            Ok(Err(_)) | Err(_) => tracing::warn!(
+                timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                "trace export not flushed in time"
+            ),
         }
     }
 }

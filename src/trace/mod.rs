@@ -188,7 +188,8 @@ fn tracestate(headers: &HeaderMap) -> TraceState {
         return TraceState::NONE;
     }
     let mut seen = std::collections::BTreeSet::new();
-    let mut valid = |m: &str| m.split_once('=').is_some_and(|(k, v)| valid_key(k) && valid_value(v) && seen.insert(k.to_owned()));
+    let mut valid =
+        |m: &str| m.split_once('=').is_some_and(|(k, v)| valid_key(k) && valid_value(v) && seen.insert(k.to_owned()));
     if !members.iter().all(|m| valid(m)) {
         return TraceState::NONE;
     }

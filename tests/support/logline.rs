@@ -33,8 +33,18 @@ const BOOLEANS: &[&str] = &["tls", "shed"];
 const OPTIONAL: &[&str] = &["caller", "operation", "app", "room", "user_ids", "upstream_request_id", "user_agent"];
 
 /// What every access line carries.
-const ACCESS: &[&str] =
-    &["request_id", "method", "path", "http_version", "client_addr", "status", "origin", "request_bytes", "total_ms", "trace_id"];
+const ACCESS: &[&str] = &[
+    "request_id",
+    "method",
+    "path",
+    "http_version",
+    "client_addr",
+    "status",
+    "origin",
+    "request_bytes",
+    "total_ms",
+    "trace_id",
+];
 
 /// What Rust `Debug` output of options and errors looks like inside a string.
 const DEBUG_ARTEFACTS: &[&str] = &["Some(", "Error {", "Custom {", "Os {", "kind: ", "Error(", "\"None\""];
@@ -109,4 +119,3 @@ fn access(fields: &Map<String, Value>) -> Vec<String> {
     }
     out
 }
-

@@ -48,11 +48,7 @@ impl Process {
         if let Some(filter) = rust_log {
             command.env("RUST_LOG", filter);
         }
-        let mut child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("{e}"));
         let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
         let (tx, events) = mpsc::channel();
         let bad_lines = Arc::new(Mutex::new(Vec::new()));
