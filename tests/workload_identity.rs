@@ -543,7 +543,7 @@ async fn no_key_token_or_id_token_appears_in_trace_logs() {
             secrets.push(auth.rsplit("Signature=").next().unwrap().to_owned());
         }
     }
-    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let text = support::checked_log_text(&logs);
     assert!(
         text.contains("temporary keys fetched") && text.contains("temporary keys fetch failed"),
         "the scenarios logged"
