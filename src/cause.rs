@@ -33,6 +33,14 @@ impl fmt::Display for ErrorChain<'_> {
 #[derive(Clone, Copy)]
 pub struct Causes<'a>(pub &'a (dyn Error + 'static));
 
+impl<'a> Causes<'a> {
+    /// The causes of `error`, or `None` when it has none: a log field that would be empty is
+    /// left out instead.
+    pub fn of(error: &'a (dyn Error + 'static)) -> Option<Self> {
+        error.source().map(|_| Causes(error))
+    }
+}
+
 impl fmt::Display for Causes<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0.source() {
@@ -69,5 +77,7 @@ mod tests {
         let root = std::io::Error::other("alone");
         assert_eq!(ErrorChain(&root).to_string(), "alone");
         assert_eq!(Causes(&root).to_string(), "");
+        assert!(Causes::of(&root).is_none());
+        assert_eq!(Causes::of(&e).map(|c| c.to_string()).as_deref(), Some("refused"));
     }
 }

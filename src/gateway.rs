@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -30,6 +30,8 @@ use crate::readiness::{self, Report, ServedApp};
 use crate::relay;
 use crate::signer::{self, HeaderList, SdkDate, SignInput};
 use crate::telemetry::CallRecord;
+use crate::trace::export::PhaseKind;
+use crate::trace::Tracer;
 use crate::upstream::Upstream;
 use crate::validate;
 
@@ -95,6 +97,8 @@ struct Inner {
     audit: Arc<Audit>,
     draining: AtomicBool,
     last_skew_warning: AtomicU64,
+    /// Built once from `[trace]`: a reload keeps it (the exporter owns a thread and a queue).
+    tracer: Tracer,
 }
 
 /// Everything derived from one configuration.
@@ -128,6 +132,7 @@ impl Gateway {
             Some(path) => Audit::file(path).map_err(BuildError::Audit)?,
             None => Audit::log(),
         };
+        let state_config_trace = config.trace.clone();
         let state = State { upstream, limits, credentials, config: Arc::new(config) };
         let inner = Inner {
             state: ArcSwap::from_pointee(state),
@@ -136,6 +141,7 @@ impl Gateway {
             audit: Arc::new(audit),
             draining: AtomicBool::new(false),
             last_skew_warning: AtomicU64::new(0),
+            tracer: crate::telemetry::tracer(&state_config_trace),
         };
         Ok(Gateway { inner: Arc::new(inner) })
     }
@@ -230,6 +236,11 @@ impl Gateway {
         self.inner.audit.flush().await;
     }
 
+    /// Sends the spans still queued for export, waiting a bounded time (the stop sequence).
+    pub async fn flush_traces(&self) {
+        self.inner.tracer.flush(Duration::from_secs(5)).await;
+    }
+
     /// Refusals and shadow-mode decisions so far.
     pub fn counters(&self) -> &Counters {
         &self.inner.metrics.counters
@@ -243,7 +254,13 @@ impl Gateway {
     {
         let _in_flight = self.inner.metrics.in_flight();
         let state = self.inner.state.load_full();
-        let mut record = CallRecord::start(&req, peer.addr, self.inner.metrics.clone(), self.inner.audit.clone());
+        let mut record = CallRecord::start(
+            &req,
+            peer.addr,
+            self.inner.metrics.clone(),
+            self.inner.audit.clone(),
+            &self.inner.tracer,
+        );
         // Boxed: hyper keeps one slot the size of this future per connection for as long as the
         // connection lives, so the request path's few kilobytes of state are allocated per call
         // instead of held by every idle keep-alive connection.
@@ -292,18 +309,19 @@ impl Gateway {
         let headers = relay::base_headers(&parts.headers, route.operation)?;
         // 413 / 408: the body, capped; read only for callers allowed to make the call.
         let body = relay::read_body(body, &parts.headers, config.max_body_bytes, BODY_READ_TIMEOUT).await?;
+        record.body_size(body.len());
         // 400: SparkRTC would refuse it too, and so would an ambiguous one (duplicate keys).
         let json = validate::body(route.operation, &body)?;
         record.body(body.len(), json.as_ref());
         // 429: after authorization and validation, so refused calls spend no app's budget.
         self.limit(state, &route, &who, record).await?;
         // 503: no usable credentials (IAM down and no valid token, expired temporary keys).
-        let auth = state.credentials.authorization(&app.profile).await?;
+        let auth = record.phase(PhaseKind::Credentials, state.credentials.authorization(&app.profile)).await?;
         // 502 / 504: AK/SK signature or token on, sent, one retry on a refused token.
-        let sent = Instant::now();
-        let rsp = self.send(state, &route, &headers, &app.profile, auth, body).await;
-        record.upstream = Some(sent.elapsed());
-        let rsp = rsp?;
+        let mut trace = http::HeaderMap::new();
+        record.trace_upstream(&mut trace);
+        let send = self.send(state, &route, &headers, &trace, &app.profile, auth, body);
+        let rsp = record.phase(PhaseKind::Upstream, send).await?;
         self.check_clock(&rsp);
         // Status, X-request-Id, Content-Type and the body, streamed.
         Ok(relay::to_caller(rsp, &record.request_id, state.upstream.response_timeout()))
@@ -347,16 +365,20 @@ impl Gateway {
     /// Sends the call with its credential. If SparkRTC refuses a token the gateway believed
     /// valid (401), the token is dropped, a new one fetched, and the call retried once: safe,
     /// because the upstream refused it at authentication, before acting on it.
+    // One argument more than clippy's default for the unsigned trace headers; a struct of
+    // them all would only rename the same inputs.
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         state: &State,
         route: &Route,
         headers: &HeaderList,
+        trace: &http::HeaderMap,
         profile: &Profile,
         auth: Authorization,
         body: Bytes,
     ) -> Result<Response<Incoming>, GatewayError> {
-        let req = self.upstream_request(&state.config, route, headers, profile, &auth, body.clone())?;
+        let req = self.upstream_request(&state.config, route, headers, trace, profile, &auth, body.clone())?;
         let rsp = state.upstream.send(req).await?;
         let Authorization::Token(token) = &auth else { return Ok(rsp) };
         if rsp.status() != http::StatusCode::UNAUTHORIZED {
@@ -365,16 +387,23 @@ impl Gateway {
         tracing::warn!(profile = %profile.name, "SparkRTC refused the IAM token; fetching a new one and retrying once");
         state.credentials.invalidate(profile, token);
         let fresh = state.credentials.authorization(profile).await?;
-        Ok(state.upstream.send(self.upstream_request(&state.config, route, headers, profile, &fresh, body)?).await?)
+        Ok(state
+            .upstream
+            .send(self.upstream_request(&state.config, route, headers, trace, profile, &fresh, body)?)
+            .await?)
     }
 
     /// Builds the upstream request from the signed parts only. AK/SK: signs the exact bytes that
     /// will be forwarded. Token: sets `X-Auth-Token`.
+    // One argument more than clippy's default for the unsigned trace headers; a struct of
+    // them all would only rename the same inputs.
+    #[allow(clippy::too_many_arguments)]
     fn upstream_request(
         &self,
         config: &Config,
         route: &Route,
         base: &HeaderList,
+        trace: &http::HeaderMap,
         profile: &Profile,
         auth: &Authorization,
         body: Bytes,
@@ -415,6 +444,8 @@ impl Gateway {
         let out = req.headers_mut();
         // Not signed, so the upstream ignores it for authentication; it only names us in its logs.
         out.insert(http::header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        // Not signed either: a tracing proxy on the way may rewrite it (W3C Trace Context 3.2).
+        out.extend(trace.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok(req)
     }
 

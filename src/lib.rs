@@ -34,6 +34,7 @@ pub mod signer;
 mod stream;
 pub(crate) mod telemetry;
 pub mod tls;
+pub(crate) mod trace;
 pub(crate) mod upstream;
 pub mod validate;
 

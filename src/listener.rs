@@ -143,7 +143,7 @@ pub(crate) async fn serve_with<H: Handler>(
     let _ = stop.send(true);
     tokio::select! {
         () = connections.all_closed() => tracing::debug!("all connections closed"),
-        () = tokio::time::sleep(grace) => tracing::warn!(grace_ms = grace.as_millis(), "grace period over; closing remaining connections"),
+        () = tokio::time::sleep(grace) => tracing::warn!(grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX), "grace period over; closing remaining connections"),
     }
 }
 
@@ -163,9 +163,9 @@ async fn accept_failed(e: &io::Error, connections: &Connections, failures: &mut 
     let out_of_descriptors = matches!(e.raw_os_error(), Some(EMFILE | ENFILE));
     let shed = out_of_descriptors && connections.shed_one();
     if *failures == 0 {
-        tracing::warn!(error = %e, open = connections.len(), shed, "accept failed; backing off");
+        tracing::warn!(error = %crate::cause::ErrorChain(e), open = connections.len(), shed, "accept failed; backing off");
     } else {
-        tracing::debug!(error = %e, open = connections.len(), shed, "accept failed; backing off");
+        tracing::debug!(error = %crate::cause::ErrorChain(e), open = connections.len(), shed, "accept failed; backing off");
     }
     *failures += 1;
     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -177,6 +177,17 @@ enum Closing {
     Idle,
     Evicted,
     Stopping,
+}
+
+impl Closing {
+    /// The reason as a log value (a word, not `Debug` output).
+    fn as_str(&self) -> &'static str {
+        match self {
+            Closing::Idle => "idle",
+            Closing::Evicted => "evicted",
+            Closing::Stopping => "stopping",
+        }
+    }
 }
 
 /// Serves one connection: TLS handshake, then HTTP/1.1 or HTTP/2, until the peer closes it,
@@ -219,7 +230,7 @@ async fn connection<H: Handler>(
         () = conn.evicted() => Closing::Evicted,
         _ = stopping.wait_for(|s| *s) => Closing::Stopping,
     };
-    tracing::debug!(peer = %addr, reason = ?closing, calls = conn.calls(), "closing a connection");
+    tracing::debug!(peer = %addr, reason = closing.as_str(), calls = conn.calls(), "closing a connection");
     // A connection that never carried a call has nothing a graceful close would protect.
     if conn.calls() == 0 {
         return;
@@ -243,7 +254,7 @@ async fn handshake(acceptor: &Option<TlsAcceptor>, stream: Stream, addr: SocketA
             Some((Either::B(Box::new(tls)), Peer { addr, cert_names: names.into() }))
         }
         Err(e) => {
-            tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
+            tracing::debug!(peer = %addr, error = %crate::cause::ErrorChain(&e), "TLS handshake failed");
             None
         }
     }

@@ -60,6 +60,8 @@ impl Running {
         }
         // The calls are over; their audit records must reach the file before the process ends.
         self.gateway.flush_audit().await;
+        // Calls have ended: their spans are queued; send them before the process exits.
+        self.gateway.flush_traces().await;
         if let Some(path) = &self.unix_socket {
             let _ = std::fs::remove_file(path);
         }
@@ -180,7 +182,12 @@ fn connection_limits(config: &crate::Config) -> ConnectionLimits {
             tracing::warn!(max_connections, descriptor_limit = limit, "server.max_connections needs about {needed} file descriptors with upstream connections; raise the limit (LimitNOFILE= in systemd, ulimit -n) or lower max_connections");
         }
     }
-    tracing::info!(max_connections, descriptor_limit = ?descriptors, idle_timeout_ms = config.idle_timeout.as_millis(), "client connection limits");
+    tracing::info!(
+        max_connections,
+        descriptor_limit = descriptors,
+        idle_timeout_ms = u64::try_from(config.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+        "client connection limits"
+    );
     ConnectionLimits { idle_timeout: config.idle_timeout, max_connections }
 }
 
@@ -294,7 +301,7 @@ pub async fn start(gateway: Gateway, listen: Option<SocketAddr>) -> Result<Runni
         let g = g.clone();
         async move { g.probe_limiter().await }
     });
-    tracing::info!(listen = %addr, admin = ?admin_addr, unix_socket = ?config.unix_socket, tls = config.tls.is_some(), "gateway serving");
+    tracing::info!(listen = %addr, admin = admin_addr.map(tracing::field::display), unix_socket = config.unix_socket.as_deref().map(|p| tracing::field::display(p.display())), tls = config.tls.is_some(), "gateway serving");
     Ok(Running { addr, admin_addr, unix_socket: config.unix_socket.clone(), gateway, cert, stop, tasks })
 }
 

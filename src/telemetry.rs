@@ -3,21 +3,29 @@
 //! [`crate::secret::Secret`]s, which print as `[redacted]`, signed headers are never logged, and
 //! callers appear by their configured name, never by their key.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, Version};
+use opentelemetry::KeyValue;
 use tracing_subscriber::EnvFilter;
 
 use crate::audit::{self, Audit};
 use crate::body::Body;
 use crate::catalog::{Operation, Route};
-use crate::cause::Causes;
-use crate::config::{Log, LogFormat};
+use crate::cause::{Causes, ErrorChain};
+use crate::config::{Log, LogFormat, Trace};
 use crate::error::{GatewayError, HEADER_GATEWAY_ERROR};
 use crate::metrics::Metrics;
 use crate::policy::Identity;
+use crate::trace::export::ExportSettings;
+use crate::trace::export::{Phase, PhaseKind, Span};
+use crate::trace::{CallTrace, Exporter, Tracer};
+
+/// One request to the collector at most this long, so a stalled collector holds up no flush.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Installs the global subscriber; a second call (tests, the demo) keeps the first.
 pub(crate) fn init(log: &Log) {
@@ -31,12 +39,39 @@ pub(crate) fn init(log: &Log) {
     };
 }
 
+/// The call tracer for `[trace]`. An exporter that cannot start is reported and left out: the
+/// calls are served, traced by id, and not exported.
+pub(crate) fn tracer(config: &Trace) -> Tracer {
+    let exporter = config.otlp_endpoint.as_deref().and_then(|endpoint| {
+        let settings = ExportSettings {
+            endpoint,
+            service_name: &config.service_name,
+            max_queue: config.max_queue_size,
+            interval: config.export_interval,
+            timeout: EXPORT_TIMEOUT,
+        };
+        Exporter::start(&settings)
+            .map_err(|e| tracing::error!(error = %ErrorChain(&e), "traces will not be exported"))
+            .ok()
+    });
+    Tracer::new(config.sample_ratio, exporter)
+}
+
 /// What is known about one call as it moves through the phases.
 pub(crate) struct CallRecord {
     pub request_id: String,
     started: Instant,
+    started_at: SystemTime,
     method: Method,
     path: String,
+    /// The connection's peer (for named callers too: the name says who, this says from where).
+    client_addr: SocketAddr,
+    user_agent: Option<String>,
+    http_version: Version,
+    trace: CallTrace,
+    tracer: Tracer,
+    /// Finished phases with their own spans (credentials, upstream call).
+    phases: Vec<Phase>,
     operation: Option<&'static Operation>,
     app: Option<String>,
     room: Option<String>,
@@ -49,8 +84,6 @@ pub(crate) struct CallRecord {
     request_bytes: usize,
     pub upstream: Option<Duration>,
     metrics: Arc<Metrics>,
-    /// The connection's peer, for the audit record.
-    client_addr: SocketAddr,
     audit: Arc<Audit>,
     finished: bool,
 }
@@ -61,12 +94,21 @@ impl CallRecord {
         client_addr: SocketAddr,
         metrics: Arc<Metrics>,
         audit: Arc<Audit>,
+        tracer: &Tracer,
     ) -> Self {
+        let user_agent = req.headers().get(http::header::USER_AGENT).and_then(|v| v.to_str().ok());
         CallRecord {
             request_id: crate::request_id::from_caller(req.headers()),
             started: Instant::now(),
+            started_at: SystemTime::now(),
             method: req.method().clone(),
             path: req.uri().path().to_owned(),
+            client_addr,
+            user_agent: user_agent.map(str::to_owned),
+            http_version: req.version(),
+            trace: tracer.start(req.headers()),
+            tracer: tracer.clone(),
+            phases: Vec::new(),
             operation: None,
             app: None,
             room: None,
@@ -78,10 +120,35 @@ impl CallRecord {
             request_bytes: 0,
             upstream: None,
             metrics,
-            client_addr,
             audit,
             finished: false,
         }
+    }
+
+    /// The call's trace id (W3C, 32 hex digits), for the access line and the audit record.
+    pub(crate) fn trace_id(&self) -> &str {
+        self.trace.trace_id()
+    }
+
+    /// Sets `traceparent` (and the caller's `tracestate`) on the request to SparkRTC.
+    pub(crate) fn trace_upstream(&self, headers: &mut http::HeaderMap) {
+        self.trace.inject(headers);
+    }
+
+    /// Runs one phase of the call that gets its own span (when traces are exported).
+    pub(crate) async fn phase<T, E: std::fmt::Display>(
+        &mut self,
+        kind: PhaseKind,
+        work: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let (start, clock) = (SystemTime::now(), Instant::now());
+        let result = work.await;
+        if kind == PhaseKind::Upstream {
+            self.upstream = Some(clock.elapsed());
+        }
+        let error = result.as_ref().err().map(ToString::to_string);
+        self.phases.push(Phase { kind, start, end: start + clock.elapsed(), error });
+        result
     }
 
     pub(crate) fn route(&mut self, route: &Route) {
@@ -105,6 +172,11 @@ impl CallRecord {
         });
     }
 
+    /// The size of the body read, valid or not.
+    pub(crate) fn body_size(&mut self, bytes: usize) {
+        self.request_bytes = bytes;
+    }
+
     /// Keeps the size and the user ids of a RemoveUsers body for the logs.
     pub(crate) fn body(&mut self, bytes: usize, json: Option<&serde_json::Value>) {
         self.request_bytes = bytes;
@@ -124,7 +196,7 @@ impl CallRecord {
 
     pub(crate) fn failed(&self, err: &GatewayError) {
         if err.parts().0.is_server_error() {
-            tracing::warn!(request_id = %self.request_id, error = %err, cause = %Causes(err), "call failed");
+            tracing::warn!(request_id = %self.request_id, error = %err, cause = Causes::of(err).map(display), "call failed");
         } else {
             tracing::debug!(request_id = %self.request_id, error = %err, "call refused");
         }
@@ -134,8 +206,8 @@ impl CallRecord {
     pub(crate) fn finish(&mut self, rsp: &Response<Body>) {
         let gateway_code = rsp.headers().get(HEADER_GATEWAY_ERROR).and_then(|v| v.to_str().ok());
         let upstream_request_id = match gateway_code {
-            None => rsp.headers().get(crate::request_id::HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-"),
-            Some(_) => "-",
+            None => rsp.headers().get(crate::request_id::HEADER).and_then(|v| v.to_str().ok()),
+            Some(_) => None,
         };
         let decision = match (gateway_code, self.shadow.is_empty()) {
             (Some(code), _) => format!("refused:{code}"),
@@ -156,29 +228,32 @@ impl CallRecord {
         self.finished = true;
         let total = self.started.elapsed();
         self.metrics.call(self.app_label(), self.operation, outcome.status, outcome.origin, total, self.upstream);
-        let operation = self.operation.map_or("-", |op| op.name);
+        let operation = self.operation.map(|op| op.name);
         tracing::info!(
             target: "access",
             request_id = %self.request_id,
             method = %self.method,
             path = %self.path,
-            caller = self.caller.as_deref().unwrap_or("-"),
+            http_version = http_version(self.http_version),
+            client_addr = %self.client_addr,
+            user_agent = self.user_agent.as_deref(),
+            caller = self.caller.as_deref(),
             operation,
-            app = self.app.as_deref().unwrap_or("-"),
+            app = self.app.as_deref(),
             status = outcome.status,
             origin = outcome.origin,
             upstream_request_id = outcome.upstream_request_id,
-            request_bytes = self.request_bytes,
-            response_bytes = outcome.response_bytes.map_or_else(|| "stream".to_owned(), |n| n.to_string()),
-            upstream_ms = self.upstream.map_or(0, |d| d.as_millis()),
-            total_ms = total.as_millis(),
+            request_bytes = self.request_bytes as u64,
+            response_bytes = outcome.response_bytes,
+            upstream_ms = self.upstream.map(millis),
+            total_ms = millis(total),
+            trace_id = self.trace_id(),
         );
         if let Some(op) = self.operation.filter(|op| op.is_mutating()) {
             self.audit.write(&audit::Record {
                 timestamp: std::time::SystemTime::now(),
                 request_id: &self.request_id,
-                // The call's trace id belongs here once CallRecord carries one.
-                trace_id: None,
+                trace_id: Some(self.trace_id()),
                 caller: self.caller.as_deref(),
                 client_addr: Some(self.client_addr),
                 app: self.app.as_deref(),
@@ -187,9 +262,49 @@ impl CallRecord {
                 user_ids: self.user_ids.as_deref(),
                 decision: &outcome.decision,
                 status: outcome.status,
-                upstream_request_id: Some(outcome.upstream_request_id).filter(|id| *id != "-"),
+                upstream_request_id: outcome.upstream_request_id,
             });
         }
+        self.export(outcome, total);
+    }
+
+    /// Queues the call's spans when it is sampled and an exporter is configured.
+    fn export(&mut self, outcome: &Outcome<'_>, total: Duration) {
+        let Some(exporter) = self.tracer.exporter().filter(|_| self.trace.sampled) else { return };
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", self.method.to_string()),
+            KeyValue::new("url.path", self.path.clone()),
+            KeyValue::new("http.response.status_code", i64::from(outcome.status)),
+            KeyValue::new("sparkrtc.request_id", self.request_id.clone()),
+            KeyValue::new("sparkrtc.origin", outcome.origin),
+        ];
+        let optional = [
+            ("sparkrtc.operation", self.operation.map(|op| op.name.to_owned())),
+            ("sparkrtc.app", self.app.clone()),
+            ("sparkrtc.caller", self.caller.clone()),
+        ];
+        attributes.extend(optional.into_iter().filter_map(|(k, v)| Some(KeyValue::new(k, v?))));
+        let error = (outcome.status >= 500).then(|| outcome.decision.clone());
+        let name = self.operation.map_or("unknown operation", |op| op.name);
+        let call = Span { name, start: self.started_at, end: self.started_at + total, error, attributes };
+        exporter.call(&self.trace, call, &self.phases);
+    }
+}
+
+/// Whole milliseconds, as a JSON number.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// As `http.flavor` is written: `1.1`, `2`.
+fn http_version(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_11 => "1.1",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "other",
     }
 }
 
@@ -197,7 +312,7 @@ impl CallRecord {
 struct Outcome<'a> {
     status: u16,
     origin: &'static str,
-    upstream_request_id: &'a str,
+    upstream_request_id: Option<&'a str>,
     response_bytes: Option<u64>,
     decision: String,
 }
@@ -211,7 +326,7 @@ impl Drop for CallRecord {
             let outcome = Outcome {
                 status: 499,
                 origin: "caller",
-                upstream_request_id: "-",
+                upstream_request_id: None,
                 response_bytes: None,
                 decision: "abandoned:caller-disconnected".to_owned(),
             };

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     ("foundations", &["cause", "clock", "secret", "stream", "request_id"]),
     ("domain", &["signer", "catalog", "policy", "ratelimit", "readiness"]),
-    ("transport", &["tls", "upstream", "body"]),
+    ("transport", &["tls", "upstream", "body", "trace"]),
     ("request-path vocabulary", &["error", "validate", "relay", "metrics", "audit"]),
     ("components", &["credentials"]),
     ("configuration", &["config"]),

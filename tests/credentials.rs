@@ -396,7 +396,7 @@ async fn no_secret_token_or_signature_appears_in_trace_logs() {
     s.h.call("GET", &show_app(TOKEN_APP), &[], "").await.assert_gateway_error(503, "RTCGW.5030");
     let _ = format!("{:?}", s.running.gateway.config());
 
-    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let text = support::checked_log_text(&logs);
     assert!(
         text.contains("IAM token fetched") && text.contains("IAM token fetch failed"),
         "the scenarios ran and logged"
@@ -678,7 +678,7 @@ async fn tokens_shorter_lived_than_refresh_before_are_fetched_once_not_per_call_
     assert_eq!(calls(), 2);
     assert!(s.h.upstream.seen().last().is_some_and(|r| r.headers["x-auth-token"] == "issued-token-2"));
 
-    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let text = support::checked_log_text(&logs);
     assert_eq!(text.lines().filter(|l| l.contains(WARNING)).count(), 1, "warned once, not per fetch");
 }
 

@@ -250,7 +250,7 @@ async fn tls_and_a_password_from_a_file_reach_redis_and_a_wrong_password_denies(
         let answer = remove_users(&Harness::around(&other, upstream), "c").await;
         assert_eq!(answer.status, expected, "{answer:?}");
     }
-    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let logs = support::checked_log_text(&logs);
     assert!(logs.contains("rate-limit backend"), "the refusal was logged at all");
     for secret in ["redis-pass-do-not-log", "not-the-password"] {
         assert!(!logs.contains(secret), "a Redis password reached the logs");

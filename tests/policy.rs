@@ -190,7 +190,7 @@ async fn mutating_calls_leave_one_audit_record_each_allowed_or_refused() {
         .assert_gateway_error(403, "RTCGW.4033");
     h.call("GET", &format!("/v2/apps/{APP}"), &[("x-request-id", "audit-read-1")], "").await;
 
-    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let text = support::checked_log_text(&logs);
     let audit: Vec<serde_json::Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -243,7 +243,7 @@ async fn a_caller_that_disconnects_mid_call_still_leaves_an_audit_record() {
 
     let mut record = None;
     for _ in 0..1_000_000 {
-        let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        let text = support::checked_log_text(&logs);
         record = text
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -42,8 +42,7 @@ async fn sighup_reloads_and_sigterm_drains_the_real_process() {
     let process = Process::serve(&path, None);
     let serving = process.wait_for("gateway serving");
     let addr: SocketAddr = serving["listen"].as_str().unwrap().parse().unwrap();
-    let admin: SocketAddr =
-        serving["admin"].as_str().unwrap().trim_start_matches("Some(").trim_end_matches(')').parse().unwrap();
+    let admin: SocketAddr = serving["admin"].as_str().unwrap().parse().unwrap();
     let h = Arc::new(Harness::client_for(addr));
     let json = [("content-type", "application/json")];
     let remove = format!("/v2/apps/{APP}/rooms/r1/batch-remove-users");

@@ -184,7 +184,11 @@ async fn start_stand(clock: Arc<ManualClock>, tls: bool) -> (Arc<Stand>, SocketA
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sparkrtc-gw-wid-{name}-{}", std::process::id()));
+    // One directory per setup: tests running at once with the same kind (the lifecycle and the
+    // trace-log test) must not rotate each other's token file.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("sparkrtc-gw-wid-{name}-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -543,7 +547,7 @@ async fn no_key_token_or_id_token_appears_in_trace_logs() {
             secrets.push(auth.rsplit("Signature=").next().unwrap().to_owned());
         }
     }
-    let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let text = support::checked_log_text(&logs);
     assert!(
         text.contains("temporary keys fetched") && text.contains("temporary keys fetch failed"),
         "the scenarios logged"

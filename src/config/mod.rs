@@ -12,6 +12,7 @@ mod platform;
 mod policy;
 mod profile;
 mod reader;
+mod trace;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ pub(crate) use reader::Problem;
 pub use reader::Recorded as KnownKeys;
 
 pub use audit::Audit;
+pub use trace::Trace;
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub(crate) const DEFAULT_ENDPOINT: &str = "https://rtc-api.myhuaweicloud.com";
@@ -88,6 +90,8 @@ pub struct Config {
     pub limits: DefaultLimits,
     /// `[audit]`: where audit records go.
     pub audit: Audit,
+    /// `[trace]`: sampling and the OTLP collector (read at start; a reload keeps the first).
+    pub trace: Trace,
 }
 
 /// `[limits]`: what applies where nothing more specific is set, and where state is kept.

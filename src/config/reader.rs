@@ -268,6 +268,19 @@ impl<'a> Table<'a> {
         }
     }
 
+    /// A number from 0 to 1 (`1` and `0.25` alike).
+    pub(super) fn fraction(&mut self, key: &str, problems: &mut Problems) -> Option<f64> {
+        let value = self.value(key)?;
+        let number = value.as_float().or_else(|| value.as_integer().map(|i| i as f64));
+        match number {
+            Some(n) if (0.0..=1.0).contains(&n) => Some(n),
+            _ => {
+                problems.push(self.key_path(key), format!("{} must be a number from 0 to 1, like 0.25", show(value)));
+                None
+            }
+        }
+    }
+
     /// A duration such as `500ms`, `3s`, `1m30s`, `1h` or `1d`, within `min..=max`.
     pub(super) fn duration(
         &mut self,

@@ -142,6 +142,9 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
     let mut audit_table = root.table("audit", &mut p);
     let audit = super::audit::audit(&mut audit_table, base, &mut p);
     audit_table.finish(&mut p);
+    let mut trace_table = root.table("trace", &mut p);
+    let trace = trace::trace(&mut trace_table, &mut p);
+    trace_table.finish(&mut p);
     root.finish(&mut p);
 
     match (listen, upstream) {
@@ -166,6 +169,7 @@ pub(super) fn config(doc: &toml::Table, base: &Path, env: Env<'_>) -> Result<Con
             caller_limits,
             limits,
             audit,
+            trace,
         }),
         _ => Err(p.0),
     }

@@ -275,7 +275,7 @@ impl Limits {
         }
         let error_kind = error.kind();
         if meets.iter().any(|m| m.spec.on_backend_error == OnBackendError::Deny) {
-            tracing::debug!(error = %error, cause = %Causes(&error), "rate-limit backend failed; refusing per on_backend_error = \"deny\"");
+            tracing::debug!(error = %error, cause = Causes::of(&error).map(tracing::field::display), "rate-limit backend failed; refusing per on_backend_error = \"deny\"");
             return Checked {
                 verdict: Err(Refusal::BackendDown(error)),
                 via: Via::BackendFailed { error_kind, admitted: false },
@@ -289,7 +289,7 @@ impl Limits {
         let Ok(mut last) = self.last_warning.lock() else { return };
         if last.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
             *last = Some(Instant::now());
-            tracing::warn!(error = %error, cause = %Causes(error), "rate-limit backend failed; forwarding calls unlimited per on_backend_error = \"allow\" (warned at most once a minute)");
+            tracing::warn!(error = %error, cause = Causes::of(error).map(tracing::field::display), "rate-limit backend failed; forwarding calls unlimited per on_backend_error = \"allow\" (warned at most once a minute)");
         }
     }
 

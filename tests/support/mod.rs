@@ -392,6 +392,15 @@ pub fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
     .clone()
 }
 
+/// The captured log text, after checking every line against the log schema
+/// ([`logline::check`]).
+pub fn checked_log_text(logs: &Mutex<Vec<u8>>) -> String {
+    let text = String::from_utf8_lossy(&logs.lock().unwrap_or_else(|e| panic!("{e}"))).into_owned();
+    let bad: Vec<String> = text.lines().filter_map(|line| logline::check(line).err()).collect();
+    assert!(bad.is_empty(), "{} log line(s) fail the schema:\n{}", bad.len(), bad.join("\n"));
+    text
+}
+
 struct Capture(Arc<Mutex<Vec<u8>>>);
 
 impl std::io::Write for Capture {
@@ -404,5 +413,6 @@ impl std::io::Write for Capture {
         Ok(())
     }
 }
+pub mod logline;
 pub mod process;
 pub mod redis;

@@ -1,9 +1,13 @@
 //! The real binary as a child process, and its JSON log events, so tests synchronise on what
-//! it says it did rather than on time.
+//! it says it did rather than on time. Every line it writes to stderr is checked against the
+//! log schema ([`super::logline`]); a line that fails it fails the test when the process is
+//! dropped.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -14,11 +18,19 @@ const PATIENCE: Duration = Duration::from_secs(60);
 pub struct Process {
     child: Child,
     events: Receiver<Value>,
+    /// Lines that failed the schema.
+    bad_lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<JoinHandle<()>>,
 }
 
 impl Process {
     /// `serve --config CONFIG`, under `ulimit -n DESCRIPTORS` when given.
     pub fn serve(config: &std::path::Path, descriptors: Option<u32>) -> Process {
+        Process::serve_logging(config, descriptors, None)
+    }
+
+    /// Like [`Process::serve`], with `RUST_LOG` set to `rust_log` when given.
+    pub fn serve_logging(config: &std::path::Path, descriptors: Option<u32>, rust_log: Option<&str>) -> Process {
         let bin = env!("CARGO_BIN_EXE_sparkrtc-gateway");
         let mut command = match descriptors {
             Some(n) => {
@@ -32,24 +44,52 @@ impl Process {
                 direct
             }
         };
-        let mut child = command
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
+        command.env_remove("RUST_LOG");
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("{e}"));
         let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
         let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
+        let bad_lines = Arc::new(Mutex::new(Vec::new()));
+        let bad = bad_lines.clone();
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(event).is_err() {
-                        break;
-                    }
+                match super::logline::check(&line) {
+                    // The test may have stopped listening; the rest is still checked.
+                    Ok(event) => drop(tx.send(event)),
+                    Err(problem) => bad.lock().unwrap_or_else(|e| panic!("{e}")).push(problem),
                 }
             }
         });
-        Process { child, events }
+        Process { child, events, bad_lines, reader: Some(reader) }
+    }
+
+    /// The next log event that `matches`.
+    pub fn wait_until(&self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let event = self.events.recv_timeout(PATIENCE).unwrap_or_else(|_| panic!("no {what} in the log"));
+            if matches(&event) {
+                return event;
+            }
+        }
+    }
+
+    /// Waits for the process to exit (after a stop signal) and checks every line it wrote.
+    pub fn exit(mut self) -> std::process::ExitStatus {
+        let status = self.child.wait().unwrap_or_else(|e| panic!("{e}"));
+        self.check_lines();
+        status
+    }
+
+    fn check_lines(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let bad = std::mem::take(&mut *self.bad_lines.lock().unwrap_or_else(|e| panic!("{e}")));
+        if !bad.is_empty() && !std::thread::panicking() {
+            panic!("{} log line(s) fail the schema:\n{}", bad.len(), bad.join("\n"));
+        }
     }
 
     /// The next log event whose message starts with `message`.
@@ -85,5 +125,6 @@ impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.check_lines();
     }
 }
