@@ -33,7 +33,7 @@ pub(crate) struct Record<'a> {
     /// When the call was answered (or abandoned).
     pub timestamp: SystemTime,
     pub request_id: &'a str,
-    /// The call's W3C trace id, once calls carry one (left `None` until then).
+    /// The call's W3C trace id (32 hex digits).
     pub trace_id: Option<&'a str>,
     /// The caller's configured name, or `addr:IP` for unnamed callers.
     pub caller: Option<&'a str>,
@@ -82,20 +82,22 @@ impl Record<'_> {
         line
     }
 
-    /// The record as a log event, in the form it has always had on stderr.
+    /// The record as a log event on stderr: the same fields, absent ones left out, the user ids
+    /// joined with commas (a log field holds no array).
     fn log(&self) {
         tracing::info!(
             target: "audit",
             request_id = self.request_id,
-            caller = self.caller.unwrap_or("-"),
-            client_addr = self.client_addr.map(|a| a.to_string()).as_deref().unwrap_or("-"),
-            app = self.app.unwrap_or("-"),
+            trace_id = self.trace_id,
+            caller = self.caller,
+            client_addr = self.client_addr.map(|a| a.to_string()),
+            app = self.app,
             operation = self.operation,
-            room = self.room.unwrap_or("-"),
-            user_ids = %self.user_ids.map_or_else(|| "-".to_owned(), |ids| ids.join(",")),
+            room = self.room,
+            user_ids = self.user_ids.map(|ids| ids.join(",")),
             decision = self.decision,
             status = self.status,
-            upstream_request_id = self.upstream_request_id.unwrap_or("-"),
+            upstream_request_id = self.upstream_request_id,
         );
     }
 }

@@ -60,10 +60,16 @@ struct Sent {
 }
 
 /// Call `i` of client `c`: mostly RemoveUsers, every tenth a read (ShowApp), every tenth a
-/// mutating call the allowlist refuses (RemoveRoom). The request id says which call it was.
+/// mutating call the allowlist refuses (RemoveRoom). The request id says which call it was, and
+/// so does the trace id of the caller's `traceparent` (the call's numbers in hex).
 async fn call(h: &Harness, c: usize, i: usize) -> (String, Sent) {
     let id = format!("audit-{c}-{i}");
-    let json = [("content-type", "application/json"), ("x-request-id", id.as_str())];
+    let traceparent = format!("00-{}-00f067aa0ba902b7-01", trace_id(c, i));
+    let json = [
+        ("content-type", "application/json"),
+        ("x-request-id", id.as_str()),
+        ("traceparent", traceparent.as_str()),
+    ];
     let (method, path, body, mutating) = match i % 10 {
         0 => ("GET", format!("/v2/apps/{APP}"), String::new(), false),
         5 => ("POST", format!("/v2/apps/{APP}/rooms/room-{c}/dismiss"), "{}".to_owned(), true),
@@ -94,13 +100,18 @@ fn records(files: &[PathBuf]) -> Vec<Found> {
     out
 }
 
+/// The trace id client `c` sends with its call `i`.
+fn trace_id(c: usize, i: usize) -> String {
+    format!("{:016x}{:016x}", c + 1, i + 1)
+}
+
 /// The types a consumer of the audit file relies on.
 fn assert_typed(record: &serde_json::Map<String, Value>, started: SystemTime) {
     let timestamp = record["timestamp"].as_str().unwrap();
     assert!(timestamp.len() == 24 && timestamp.ends_with('Z') && &timestamp[19..20] == ".", "{timestamp}");
     let at = humantime::parse_rfc3339(timestamp).unwrap();
     assert!(at + Duration::from_secs(1) >= started && at <= SystemTime::now(), "{timestamp}");
-    for key in ["request_id", "caller", "app", "operation", "room", "decision"] {
+    for key in ["request_id", "trace_id", "caller", "app", "operation", "room", "decision"] {
         assert!(record[key].is_string(), "{key} in {record:?}");
     }
     record["client_addr"].as_str().unwrap().parse::<SocketAddr>().unwrap();
@@ -208,12 +219,14 @@ async fn every_answered_mutating_call_has_exactly_one_record_across_rotations_un
     for (id, call) in sent.iter().filter(|(_, c)| c.mutating) {
         let (_, record) = &by_id[id][0];
         assert_eq!(record["status"].as_u64(), Some(u64::from(call.status)), "{record:?}");
+        let (c, i) = id.trim_start_matches("audit-").split_once('-').unwrap();
+        let sent_trace = trace_id(c.parse().unwrap(), i.parse().unwrap());
+        assert_eq!(record["trace_id"].as_str(), Some(sent_trace.as_str()), "the caller's trace: {record:?}");
         if record["operation"] == "RemoveRoom" {
             assert_eq!((call.status, record["decision"].as_str()), (403, Some("refused:RTCGW.4033")), "{record:?}");
             assert!(record.get("upstream_request_id").is_none(), "{record:?}");
         } else {
             assert_eq!((call.status, record["decision"].as_str()), (202, Some("allowed")), "{record:?}");
-            let (c, i) = id.trim_start_matches("audit-").split_once('-').unwrap();
             assert_eq!(record["user_ids"], serde_json::json!([format!("u{c}-{i}"), "shared"]));
             assert_eq!(record["room"], format!("room-{c}"));
             assert!(record["upstream_request_id"].as_str().is_some_and(|s| s.len() == 32), "{record:?}");
