@@ -65,11 +65,8 @@ struct Sent {
 async fn call(h: &Harness, c: usize, i: usize) -> (String, Sent) {
     let id = format!("audit-{c}-{i}");
     let traceparent = format!("00-{}-00f067aa0ba902b7-01", trace_id(c, i));
-    let json = [
-        ("content-type", "application/json"),
-        ("x-request-id", id.as_str()),
-        ("traceparent", traceparent.as_str()),
-    ];
+    let json =
+        [("content-type", "application/json"), ("x-request-id", id.as_str()), ("traceparent", traceparent.as_str())];
     let (method, path, body, mutating) = match i % 10 {
         0 => ("GET", format!("/v2/apps/{APP}"), String::new(), false),
         5 => ("POST", format!("/v2/apps/{APP}/rooms/room-{c}/dismiss"), "{}".to_owned(), true),
