@@ -28,7 +28,8 @@ Examples:
   sparkrtc-gateway serve --config=gateway.toml --listen 0.0.0.0:8080
   SPARKRTC_GATEWAY_CONFIG=gateway.toml sparkrtc-gateway serve
 
-Signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads the config and key files.
+Signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads the config and key files,
+SIGUSR1 reopens the audit file.
 Exit codes: 0 stopped after draining, 1 cannot start (bind, TLS files), 2 usage error,
 64 invalid configuration.";
 
