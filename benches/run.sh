@@ -220,8 +220,6 @@ listen = "127.0.0.1:0"
 [upstream]
 endpoint = "https://127.0.0.1:$UP_PORT"
 ca_file = "$CERTS/ca.pem"
-# More idle connections than the run's 128 client connections, as nginx's keepalive 1024.
-pool_max_idle_per_host = 1024
 
 [log]
 level = "$2"
