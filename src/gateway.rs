@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -14,6 +14,7 @@ use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use crate::background::Slots;
 use crate::body::Body;
 use crate::catalog::{Catalog, Route};
 use crate::cause::BoxError;
@@ -86,6 +87,8 @@ struct Inner {
     state: ArcSwap<State>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    /// Room for calls whose caller left, to finish in the background.
+    background: Slots,
     draining: AtomicBool,
     last_skew_warning: AtomicU64,
 }
@@ -121,6 +124,7 @@ impl Gateway {
         let inner = Inner {
             state: ArcSwap::from_pointee(state),
             clock,
+            background: Slots::new(metrics.clone()),
             metrics,
             draining: AtomicBool::new(false),
             last_skew_warning: AtomicU64::new(0),
@@ -240,7 +244,7 @@ impl Gateway {
 
     async fn proxy<B>(
         &self,
-        state: &State,
+        state: &Arc<State>,
         req: Request<B>,
         peer: &Peer,
         record: &mut CallRecord,
@@ -276,11 +280,9 @@ impl Gateway {
         self.limit(state, &route, &who, record).await?;
         // 503: no usable credentials (IAM down and no valid token, expired temporary keys).
         let auth = state.credentials.authorization(&app.profile).await?;
-        // 502 / 504: AK/SK signature or token on, sent, one retry on a refused token.
-        let sent = Instant::now();
-        let rsp = self.send(state, &route, &headers, &app.profile, auth, body).await;
-        record.upstream = Some(sent.elapsed());
-        let rsp = rsp?;
+        // 502 / 504: AK/SK signature or token on, sent, one retry on a refused token; finished
+        // in the background if the caller leaves first.
+        let rsp = self.send(state, &route, &headers, &app.profile, auth, body, record).await?;
         self.check_clock(&rsp);
         // Status, X-request-Id, Content-Type and the body, streamed.
         Ok(relay::to_caller(rsp, &record.request_id, state.upstream.response_timeout()))
@@ -300,7 +302,7 @@ impl Gateway {
 
     async fn limit(
         &self,
-        state: &State,
+        state: &Arc<State>,
         route: &Route,
         who: &Identity,
         record: &mut CallRecord,
@@ -324,17 +326,22 @@ impl Gateway {
     /// Sends the call with its credential. If SparkRTC refuses a token the gateway believed
     /// valid (401), the token is dropped, a new one fetched, and the call retried once: safe,
     /// because the upstream refused it at authentication, before acting on it.
+    #[allow(clippy::too_many_arguments)] // the forward phase's inputs, each used once
     async fn send(
         &self,
-        state: &State,
+        state: &Arc<State>,
         route: &Route,
         headers: &HeaderList,
         profile: &Profile,
         auth: Authorization,
         body: Bytes,
+        record: &mut CallRecord,
     ) -> Result<Response<Incoming>, GatewayError> {
         let req = self.upstream_request(&state.config, route, headers, profile, &auth, body.clone())?;
-        let rsp = state.upstream.send(req).await?;
+        let owner = state.clone();
+        let call = async move { owner.upstream.send(req).await };
+        let idle = state.upstream.response_timeout();
+        let rsp = self.inner.background.guard(call, record, idle).await?;
         let Authorization::Token(token) = &auth else { return Ok(rsp) };
         if rsp.status() != http::StatusCode::UNAUTHORIZED {
             return Ok(rsp);

@@ -9,6 +9,7 @@
 //! benches and the fuzz targets use.
 
 pub(crate) mod admin;
+pub(crate) mod background;
 pub mod body;
 pub mod catalog;
 pub mod cause;

@@ -72,6 +72,30 @@ impl CallRecord {
         }
     }
 
+    /// Moves the record out, leaving behind one that writes nothing: for a call that goes on
+    /// after its caller left (`background`), whose record is written when it ends.
+    pub(crate) fn detach(&mut self) -> CallRecord {
+        let husk = CallRecord {
+            request_id: String::new(),
+            started: self.started,
+            method: Method::GET,
+            path: String::new(),
+            operation: None,
+            app: None,
+            room: None,
+            caller: None,
+            app_label: "other",
+            served_app: None,
+            user_ids: None,
+            shadow: Vec::new(),
+            request_bytes: 0,
+            upstream: None,
+            metrics: self.metrics.clone(),
+            finished: true,
+        };
+        std::mem::replace(self, husk)
+    }
+
     pub(crate) fn route(&mut self, route: &Route) {
         self.operation = Some(route.operation);
         self.app.clone_from(&route.app);

@@ -153,7 +153,8 @@ where
                         rsp.body(Full::new(Bytes::new()))
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
         }
     });
@@ -191,4 +192,49 @@ async fn the_default_pool_keeps_a_connection_for_each_concurrent_call() {
         opened <= CALLERS,
         "{CALLERS} concurrent callers, {ROUNDS} rounds: {opened} upstream connections opened; each beyond {CALLERS} is a TLS handshake the pool threw away"
     );
+}
+
+#[tokio::test]
+async fn a_call_whose_caller_hangs_up_finishes_and_keeps_its_connection() {
+    // The first request is held at the stand-in until the caller has gone; later ones are
+    // answered at once.
+    let (arrived, release) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (held, go) = (arrived.clone(), release.clone());
+    let (upstream, accepted) = counting_upstream(move || {
+        let (held, go, first) = (held.clone(), go.clone(), first.swap(false, Ordering::SeqCst));
+        async move {
+            if first {
+                held.notify_one();
+                go.notified().await;
+            }
+        }
+    })
+    .await;
+    let config = support::parse_config(&support::config_text(upstream, ""));
+    let gateway = sparkrtc_gateway::Gateway::new(config).unwrap();
+    let h = Harness::client_for(support::start_gateway_instance(gateway.clone()).await);
+
+    let body = r#"{"user_ids":["u1"]}"#;
+    let mut caller = tokio::net::TcpStream::connect(h.gateway).await.unwrap();
+    let request = format!(
+        "POST /v2/apps/{APP}/rooms/room-456/batch-remove-users HTTP/1.1\r\nHost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    caller.write_all(request.as_bytes()).await.unwrap();
+    arrived.notified().await;
+    drop(caller);
+    release.notify_one();
+
+    // SparkRTC's answer is what the call is recorded with, not a 499.
+    let answered = "sparkrtc_gateway_requests_total{app=\"app-123\",operation=\"RemoveUsers\",status=\"202\",origin=\"upstream\"} 1\n";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !gateway.render_metrics().contains(answered) {
+        assert!(tokio::time::Instant::now() < deadline, "no 202 recorded: {}", gateway.render_metrics());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!gateway.render_metrics().contains("status=\"499\""), "{}", gateway.render_metrics());
+
+    assert_eq!(h.remove_users(body).await.status, 202);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the next call went out on the same pooled connection");
 }
