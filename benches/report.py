@@ -7,7 +7,7 @@ import json
 import os
 import statistics
 
-TARGET_ORDER = ["direct", "nginx", "min-proxy", "gateway", "gateway-redis"]
+TARGET_ORDER = ["direct", "nginx", "min-proxy", "gateway", "gateway-base", "gateway-redis"]
 
 
 def load_rows(path):
@@ -168,6 +168,10 @@ def main():
             if n and m:
                 p(f"| min-proxy / nginx | {ratio(m['rps'], n['rps'])} | {ratio(m['cpu'], n['cpu'])} | "
                   f"{ratio(m['p99'], n['p99'])} |")
+            b = s.get("gateway-base")
+            if b:
+                p(f"| gateway / gateway-base (the change measured) | {ratio(g['rps'], b['rps'])} | "
+                  f"{ratio(g['cpu'], b['cpu'])} | {ratio(g['p99'], b['p99'])} |")
             if d:
                 p(f"| gateway / direct | {ratio(g['rps'], d['rps'])} | {ratio(g['cpu'], d['cpu'])} | "
                   f"{ratio(g['p99'], d['p99'])} |")

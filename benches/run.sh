@@ -31,6 +31,8 @@
 #   INFO_RUN=1          one extra gateway run with [log] level = "info" (0 skips it)
 #   REDIS_RUN=1         the gateway-redis target in the fixed-rate run (0 skips it)
 #   LOAD_CPU=0 SERVER_CPU=1   cores for the load generator and for the servers
+#   BASE_BIN=           another gateway binary (an earlier build) run as the target
+#                       "gateway-base" beside "gateway", to measure one change in the same run
 #   NO_INSTALL=1        never run apt-get; NO_BUILD=1 use the binaries already built
 #   OUT=benches/results/latest.md
 
@@ -204,7 +206,7 @@ status_kb() { # field comma-separated-pids -> summed kB
 }
 CLK_TCK=$(getconf CLK_TCK)
 
-read -r UP_PORT GW_PORT GW_INFO_PORT NG_PORT GW_IDLE_PORT NG_IDLE_PORT GW_REDIS_PORT REDIS_PORT MIN_PORT <<<"$(free_ports 9)"
+read -r UP_PORT GW_PORT GW_INFO_PORT NG_PORT GW_IDLE_PORT NG_IDLE_PORT GW_REDIS_PORT REDIS_PORT MIN_PORT BASE_PORT <<<"$(free_ports 10)"
 
 # The upstream stand-in.
 "${PIN_SERVER[@]}" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" --threads 1 \
@@ -252,12 +254,12 @@ limit = { rate = "1000000/s" }
 operation_limits = { RemoveUsers = { rate = "1000000/s" } }
 EOF
 }
-start_gateway() { # name port level [backend] -> sets GW_STARTED_PID
-    local name=$1 port=$2 level=$3 backend=${4:-local}
+start_gateway() { # name port level [backend [binary]] -> sets GW_STARTED_PID
+    local name=$1 port=$2 level=$3 backend=${4:-local} bin=${5:-$GATEWAY_BIN}
     gateway_config "$port" "$level" "$backend" >"$WORK/$name.toml"
-    "$GATEWAY_BIN" check --config "$WORK/$name.toml" >"$WORK/$name.check" 2>&1 ||
+    "$bin" check --config "$WORK/$name.toml" >"$WORK/$name.check" 2>&1 ||
         die "the generated gateway config is refused: $(cat "$WORK/$name.check")"
-    "${PIN_SERVER[@]}" "$GATEWAY_BIN" serve --config "$WORK/$name.toml" >"$WORK/$name.out" 2>"$WORK/$name.log" &
+    "${PIN_SERVER[@]}" "$bin" serve --config "$WORK/$name.toml" >"$WORK/$name.out" 2>"$WORK/$name.log" &
     GW_STARTED_PID=$!
     PIDS+=("$GW_STARTED_PID")
     wait_port "$port" || die "the gateway ($name) did not start: $(tail -20 "$WORK/$name.log")"
@@ -335,6 +337,11 @@ GW_PID=$GW_STARTED_PID
 MIN_PID=$!
 PIDS+=("$MIN_PID")
 wait_port "$MIN_PORT" || die "the minimal signing proxy did not start: $(tail -5 "$WORK/min-proxy.log")"
+BASE_PID=""
+if [[ -n ${BASE_BIN:-} ]]; then
+    start_gateway gateway-base "$BASE_PORT" warn local "$BASE_BIN"
+    BASE_PID=$GW_STARTED_PID
+fi
 GW_INFO_PID=""
 if [[ $INFO_RUN == 1 ]]; then
     start_gateway gateway-info "$GW_INFO_PORT" info
@@ -364,6 +371,7 @@ fi
 TARGETS=(direct)
 [[ -n $NGINX ]] && TARGETS+=(nginx)
 TARGETS+=(min-proxy gateway)
+[[ -n $BASE_PID ]] && TARGETS+=(gateway-base)
 
 target_url() {
     case $1 in
@@ -372,6 +380,7 @@ target_url() {
         min-proxy) echo "http://127.0.0.1:$MIN_PORT" ;;
         gateway) echo "http://127.0.0.1:$GW_PORT" ;;
         gateway-info) echo "http://127.0.0.1:$GW_INFO_PORT" ;;
+        gateway-base) echo "http://127.0.0.1:$BASE_PORT" ;;
         gateway-redis) echo "http://127.0.0.1:$GW_REDIS_PORT" ;;
     esac
 }
@@ -382,6 +391,7 @@ target_pids() {
         min-proxy) echo "$MIN_PID" ;;
         gateway) echo "$GW_PID" ;;
         gateway-info) echo "$GW_INFO_PID" ;;
+        gateway-base) echo "$BASE_PID" ;;
         gateway-redis) echo "$GW_REDIS_PID" ;;
     esac
 }
