@@ -120,7 +120,8 @@ async fn serve(listen: String, upstream: String, ca: String) -> Result<(), BoxEr
         .with_root_certificates(roots)
         .with_no_client_auth();
     let mut http = HttpConnector::new();
-    (http.enforce_http(false), http.set_nodelay(true));
+    http.enforce_http(false);
+    http.set_nodelay(true);
     let connector = Connector(http, TlsConnector::from(Arc::new(tls)));
     let key = SigningKey {
         algorithm: Algorithm::HmacSha256,
