@@ -7,7 +7,7 @@ import json
 import os
 import statistics
 
-TARGET_ORDER = ["direct", "nginx", "gateway", "gateway-redis"]
+TARGET_ORDER = ["direct", "nginx", "min-proxy", "gateway", "gateway-base", "gateway-redis"]
 
 
 def load_rows(path):
@@ -17,6 +17,8 @@ def load_rows(path):
         for k in ("conns", "rate", "requests", "errors", "p50_us", "p90_us", "p99_us", "p999_us", "max_us",
                   "upstream_conns", "signed"):
             r[k] = int(r[k])
+        for k in ("upstream_open", "rss_delta_kb"):
+            r[k] = int(r.get(k) or 0)
         for k in ("duration_s", "server_cpu_us", "server_user_us", "server_sys_us", "upstream_cpu_us", "ctx_per_req",
                   "loadgen_cpu_pct", "other_cpu_pct"):
             r[k] = float(r[k])
@@ -90,6 +92,8 @@ def summarize(rows, scenario):
             "requests": sum(r["requests"] for r in rs),
             "signed": sum(r["signed"] for r in rs),
             "redis_cpu": med([float(r.get("redis_cpu_us") or 0) for r in rs]),
+            "open": med([r["upstream_open"] for r in rs]),
+            "rss_delta": med([r["rss_delta_kb"] for r in rs]),
         }
     return out
 
@@ -157,10 +161,40 @@ def main():
             if n:
                 p(f"| gateway / nginx | {ratio(g['rps'], n['rps'])} | {ratio(g['cpu'], n['cpu'])} | "
                   f"{ratio(g['p99'], n['p99'])} |")
+            m = s.get("min-proxy")
+            if m:
+                p(f"| gateway / min-proxy | {ratio(g['rps'], m['rps'])} | {ratio(g['cpu'], m['cpu'])} | "
+                  f"{ratio(g['p99'], m['p99'])} |")
+            if n and m:
+                p(f"| min-proxy / nginx | {ratio(m['rps'], n['rps'])} | {ratio(m['cpu'], n['cpu'])} | "
+                  f"{ratio(m['p99'], n['p99'])} |")
+            b = s.get("gateway-base")
+            if b:
+                p(f"| gateway / gateway-base (the change measured) | {ratio(g['rps'], b['rps'])} | "
+                  f"{ratio(g['cpu'], b['cpu'])} | {ratio(g['p99'], b['p99'])} |")
             if d:
                 p(f"| gateway / direct | {ratio(g['rps'], d['rps'])} | {ratio(g['cpu'], d['cpu'])} | "
                   f"{ratio(g['p99'], d['p99'])} |")
             p()
+
+    for scenario in [s for s in scenarios if s.startswith("wan")]:
+        s = summarize(rows, scenario)
+        conns = int(scenario[3:])
+        p(f"## Remote upstream: answers after {meta.get('wan_delay_ms')} ms, {conns} callers")
+        p()
+        p("| target | req/s | p50 ms | p99 ms | p99 added over direct | server CPU us/req | upstream conns open "
+          "(mid-run) | upstream conns opened | RSS growth under load | per in-flight call | errors |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        d = s.get("direct")
+        for t, v in s.items():
+            added = "–" if t == "direct" or not d else f"{(v['p99'] - d['p99']) / 1000:+.3f} ms"
+            is_proxy = t != "direct"
+            open_ = v["open"] if is_proxy else "–"
+            opened = v["conns"] if is_proxy else "–"
+            per = f"{v['rss_delta'] / conns:.1f} KB" if is_proxy else "–"
+            p(f"| {t} | {v['rps']:,.0f} | {ms(v['p50'])} | {ms(v['p99'])} | {added} | {v['cpu']:.1f} | {open_:} | "
+              f"{opened} | {v['rss_delta'] / 1024:.1f} MB | {per} | {v['errors']} |")
+        p()
 
     for scenario in [s for s in scenarios if s.startswith("rate")]:
         s = summarize(rows, scenario)
@@ -242,6 +276,39 @@ def main():
         p(f"| idle RSS < 15 MB | {gi['rss_before_kb'] / 1024:.1f} MB | {yes(gi['rss_before_kb'] < 15 * 1024)} |")
         p(f"| < 20 KB per idle connection | {gi['kb_per_conn']:.1f} KB | {yes(gi['kb_per_conn'] < 20)} |")
     p("| signer < 3 us, policy + limiter < 300 ns | see `cargo bench --bench hot_path` | – |")
+    p()
+
+    p("## Targets (issue 10)")
+    p()
+    p("| target | this run | met |")
+    p("|---|---|---|")
+    plain = [r for r in rows if r["round"] != "info"]
+    for scenario in [s for s in scenarios if s.startswith("c")]:
+        s = summarize(plain, scenario)
+        g, n, m = s.get("gateway"), s.get("nginx"), s.get("min-proxy")
+        c = scenario[1:]
+        if g and n:
+            cr, tr = g["cpu"] / n["cpu"], g["rps"] / n["rps"]
+            p(f"| CPU/req ≤ 1.0x nginx, {c} conns | {cr:.2f}x ({g['cpu']:.1f} vs {n['cpu']:.1f} us) | {yes(cr <= 1.0)} |")
+            p(f"| req/s ≥ 1.0x nginx, {c} conns | {tr:.2f}x ({g['rps']:,.0f} vs {n['rps']:,.0f}) | {yes(tr >= 1.0)} |")
+            p(f"| new upstream conns ≤ nginx's, {c} conns | {g['conns']} vs {n['conns']} | {yes(g['conns'] <= n['conns'])} |")
+        if g and m:
+            p(f"| ahead of min-proxy, {c} conns | CPU {g['cpu'] / m['cpu']:.2f}x, req/s {g['rps'] / m['rps']:.2f}x "
+              f"| {yes(g['cpu'] <= m['cpu'] and g['rps'] >= m['rps'])} |")
+    info = [r for r in rows if r["round"] == "info"]
+    if info:
+        g = summarize(plain, info[0]["scenario"]).get("gateway")
+        if g:
+            over = info[0]["server_cpu_us"] / g["cpu"] - 1
+            p(f"| access logging at info ≤ 5% CPU over warn | {100 * over:+.0f}% | {yes(over <= 0.05)} |")
+    if gi:
+        p(f"| ≤ 8 KB per idle client connection | {gi['kb_per_conn']:.1f} KB | {yes(gi['kb_per_conn'] <= 8)} |")
+    for scenario in [s for s in scenarios if s.startswith("rate")]:
+        s = summarize(rows, scenario)
+        g, d = s.get("gateway"), s.get("direct")
+        if g and d:
+            added = (g["p99"] - d["p99"]) / 1000
+            p(f"| p99 added over direct < 0.5 ms at {scenario[4:]}/s | {added:+.3f} ms | {yes(added < 0.5)} |")
     p()
 
     p("## Notes")

@@ -4,10 +4,13 @@
 #   bash benches/run.sh                         # the full run (about 7 minutes)
 #   ROUNDS=1 DURATION=3s bash benches/run.sh    # a smoke run
 #
-# Installs wrk and nginx (Debian packages) when missing, builds the gateway and the upstream
-# stand-in (examples/bench_upstream.rs) in release mode, then runs three targets interleaved,
-# ROUNDS times: "direct" (wrk over HTTPS to the upstream), "nginx" (keep-alive proxy_ssl to the
-# same upstream) and "gateway" (signing, policy and limiter on). The load generator is pinned to
+# Installs wrk and nginx (Debian packages) when missing, builds the gateway, the upstream
+# stand-in (examples/bench_upstream.rs) and the minimal signing proxy
+# (examples/min_signing_proxy.rs) in release mode, then runs four targets interleaved, ROUNDS
+# times: "direct" (wrk over HTTPS to the upstream), "nginx" (keep-alive proxy_ssl to the same
+# upstream), "min-proxy" (hyper + hyper-util + rustls, signing each call, nothing else) and
+# "gateway" (signing, policy and limiter on, shipped defaults). A remote-upstream scenario has
+# the stand-in answer after WAN_DELAY_MS, at WAN_CONNS callers. The load generator is pinned to
 # one core, the servers to another. The fixed-rate run adds "gateway-redis": the same gateway
 # with its limits shared through a local redis-server (installed when missing), so the Redis
 # backend's added latency and CPU per call are measured against the local one in the same run.
@@ -18,6 +21,8 @@
 #   ROUNDS=3            rounds of the whole interleaved set
 #   DURATION=10s        length of each saturating run (wrk -d)
 #   CONNS="16 128"      connection counts of the saturating runs
+#   WAN_CONNS="128 1024" callers of the remote-upstream runs ("" skips them)
+#   WAN_DELAY_MS=20     the upstream's answer delay in those runs
 #   RATE=2000           requests/s of the fixed-rate latency run (RATE=0 skips it)
 #   RATE_DURATION=      its length (default: DURATION)
 #   RATE_CONNS=16       its connections
@@ -26,6 +31,8 @@
 #   INFO_RUN=1          one extra gateway run with [log] level = "info" (0 skips it)
 #   REDIS_RUN=1         the gateway-redis target in the fixed-rate run (0 skips it)
 #   LOAD_CPU=0 SERVER_CPU=1   cores for the load generator and for the servers
+#   BASE_BIN=           another gateway binary (an earlier build) run as the target
+#                       "gateway-base" beside "gateway", to measure one change in the same run
 #   NO_INSTALL=1        never run apt-get; NO_BUILD=1 use the binaries already built
 #   OUT=benches/results/latest.md
 
@@ -37,6 +44,8 @@ cd "$ROOT"
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-16 128}
+WAN_CONNS=${WAN_CONNS-128 1024}
+WAN_DELAY_MS=${WAN_DELAY_MS:-20}
 RATE=${RATE:-2000}
 RATE_DURATION=${RATE_DURATION:-$DURATION}
 RATE_CONNS=${RATE_CONNS:-16}
@@ -116,11 +125,12 @@ fi
 # Build
 if [[ ${NO_BUILD:-0} != 1 ]]; then
     say "building the gateway and the upstream stand-in (release)"
-    cargo build --release --bin sparkrtc-gateway --example bench_upstream >&2
+    cargo build --release --bin sparkrtc-gateway --example bench_upstream --example min_signing_proxy >&2
 fi
 GATEWAY_BIN=$TARGET_DIR/release/sparkrtc-gateway
 UPSTREAM_BIN=$TARGET_DIR/release/examples/bench_upstream
-[[ -x $GATEWAY_BIN && -x $UPSTREAM_BIN ]] || die "binaries missing under $TARGET_DIR/release"
+MIN_BIN=$TARGET_DIR/release/examples/min_signing_proxy
+[[ -x $GATEWAY_BIN && -x $UPSTREAM_BIN && -x $MIN_BIN ]] || die "binaries missing under $TARGET_DIR/release"
 
 # ---------------------------------------------------------------------------------------------
 # Processes: everything started here is stopped on exit, by process id.
@@ -196,7 +206,7 @@ status_kb() { # field comma-separated-pids -> summed kB
 }
 CLK_TCK=$(getconf CLK_TCK)
 
-read -r UP_PORT GW_PORT GW_INFO_PORT NG_PORT GW_IDLE_PORT NG_IDLE_PORT GW_REDIS_PORT REDIS_PORT <<<"$(free_ports 8)"
+read -r UP_PORT GW_PORT GW_INFO_PORT NG_PORT GW_IDLE_PORT NG_IDLE_PORT GW_REDIS_PORT REDIS_PORT MIN_PORT BASE_PORT <<<"$(free_ports 10)"
 
 # The upstream stand-in.
 "${PIN_SERVER[@]}" "$UPSTREAM_BIN" "127.0.0.1:$UP_PORT" --threads 1 \
@@ -220,8 +230,6 @@ listen = "127.0.0.1:0"
 [upstream]
 endpoint = "https://127.0.0.1:$UP_PORT"
 ca_file = "$CERTS/ca.pem"
-# More idle connections than the run's 128 client connections, as nginx's keepalive 1024.
-pool_max_idle_per_host = 1024
 
 [log]
 level = "$2"
@@ -246,12 +254,12 @@ limit = { rate = "1000000/s" }
 operation_limits = { RemoveUsers = { rate = "1000000/s" } }
 EOF
 }
-start_gateway() { # name port level [backend] -> sets GW_STARTED_PID
-    local name=$1 port=$2 level=$3 backend=${4:-local}
+start_gateway() { # name port level [backend [binary]] -> sets GW_STARTED_PID
+    local name=$1 port=$2 level=$3 backend=${4:-local} bin=${5:-$GATEWAY_BIN}
     gateway_config "$port" "$level" "$backend" >"$WORK/$name.toml"
-    "$GATEWAY_BIN" check --config "$WORK/$name.toml" >"$WORK/$name.check" 2>&1 ||
+    "$bin" check --config "$WORK/$name.toml" >"$WORK/$name.check" 2>&1 ||
         die "the generated gateway config is refused: $(cat "$WORK/$name.check")"
-    "${PIN_SERVER[@]}" "$GATEWAY_BIN" serve --config "$WORK/$name.toml" >"$WORK/$name.out" 2>"$WORK/$name.log" &
+    "${PIN_SERVER[@]}" "$bin" serve --config "$WORK/$name.toml" >"$WORK/$name.out" 2>"$WORK/$name.log" &
     GW_STARTED_PID=$!
     PIDS+=("$GW_STARTED_PID")
     wait_port "$port" || die "the gateway ($name) did not start: $(tail -20 "$WORK/$name.log")"
@@ -303,6 +311,15 @@ if problems:
     sys.exit(f"{url}: " + "; ".join(problems))
 EOF
 }
+set_delay() { # ms: the upstream stand-in's answer delay from now on
+    "${PIN_LOAD[@]}" timeout 20 python3 - "$UP_PORT" "$CERTS/ca.pem" "$1" <<'EOF'
+import http.client, ssl, sys
+conn = http.client.HTTPSConnection("127.0.0.1", int(sys.argv[1]), timeout=10,
+                                   context=ssl.create_default_context(cafile=sys.argv[2]))
+conn.request("GET", "/__bench/delay?ms=" + sys.argv[3])
+conn.getresponse().read()
+EOF
+}
 upstream_stats() { # -> "connections requests signed"
     "${PIN_LOAD[@]}" timeout 20 python3 - "$UP_PORT" "$CERTS/ca.pem" <<'EOF'
 import http.client, json, ssl, sys
@@ -316,6 +333,15 @@ EOF
 
 start_gateway gateway "$GW_PORT" warn
 GW_PID=$GW_STARTED_PID
+"${PIN_SERVER[@]}" "$MIN_BIN" "127.0.0.1:$MIN_PORT" "127.0.0.1:$UP_PORT" "$CERTS/ca.pem" >"$WORK/min-proxy.log" 2>&1 &
+MIN_PID=$!
+PIDS+=("$MIN_PID")
+wait_port "$MIN_PORT" || die "the minimal signing proxy did not start: $(tail -5 "$WORK/min-proxy.log")"
+BASE_PID=""
+if [[ -n ${BASE_BIN:-} ]]; then
+    start_gateway gateway-base "$BASE_PORT" warn local "$BASE_BIN"
+    BASE_PID=$GW_STARTED_PID
+fi
 GW_INFO_PID=""
 if [[ $INFO_RUN == 1 ]]; then
     start_gateway gateway-info "$GW_INFO_PORT" info
@@ -344,14 +370,17 @@ fi
 
 TARGETS=(direct)
 [[ -n $NGINX ]] && TARGETS+=(nginx)
-TARGETS+=(gateway)
+TARGETS+=(min-proxy gateway)
+[[ -n $BASE_PID ]] && TARGETS+=(gateway-base)
 
 target_url() {
     case $1 in
         direct) echo "https://127.0.0.1:$UP_PORT" ;;
         nginx) echo "http://127.0.0.1:$NG_PORT" ;;
+        min-proxy) echo "http://127.0.0.1:$MIN_PORT" ;;
         gateway) echo "http://127.0.0.1:$GW_PORT" ;;
         gateway-info) echo "http://127.0.0.1:$GW_INFO_PORT" ;;
+        gateway-base) echo "http://127.0.0.1:$BASE_PORT" ;;
         gateway-redis) echo "http://127.0.0.1:$GW_REDIS_PORT" ;;
     esac
 }
@@ -359,8 +388,10 @@ target_pids() {
     case $1 in
         direct) echo "$UP_PID" ;;
         nginx) echo "$NG_PIDS" ;;
+        min-proxy) echo "$MIN_PID" ;;
         gateway) echo "$GW_PID" ;;
         gateway-info) echo "$GW_INFO_PID" ;;
+        gateway-base) echo "$BASE_PID" ;;
         gateway-redis) echo "$GW_REDIS_PID" ;;
     esac
 }
@@ -372,6 +403,9 @@ probe "$(target_url gateway)" gateway || die "the gateway does not answer as exp
 read -r _ _ signed1 <<<"$(upstream_stats)"
 # The probe itself and the stats call are requests too: the gateway's call must have been signed.
 ((signed1 - signed0 == 1)) || die "the gateway's call reached the upstream unsigned"
+probe "$(target_url min-proxy)" || die "the minimal signing proxy does not answer as expected"
+read -r _ _ signed2 <<<"$(upstream_stats)"
+((signed2 - signed1 == 1)) || die "the minimal proxy's call reached the upstream unsigned"
 if [[ $REDIS_RUN == 1 ]]; then
     probe "$(target_url gateway-redis)" gateway || die "the gateway on Redis does not answer: $(tail -5 "$WORK/gateway-redis.log")"
 fi
@@ -380,7 +414,7 @@ say "targets answer 202 with X-request-Id; the gateway's calls are signed"
 # ---------------------------------------------------------------------------------------------
 # Runs
 RESULTS=$WORK/results.tsv
-printf 'round\tscenario\ttarget\tconns\trate\trequests\tduration_s\terrors\tp50_us\tp90_us\tp99_us\tp999_us\tmax_us\tserver_cpu_us\tserver_user_us\tserver_sys_us\tupstream_cpu_us\tctx_per_req\tloadgen_cpu_pct\tother_cpu_pct\tupstream_conns\tsigned\tredis_cpu_us\n' >"$RESULTS"
+printf 'round\tscenario\ttarget\tconns\trate\trequests\tduration_s\terrors\tp50_us\tp90_us\tp99_us\tp999_us\tmax_us\tserver_cpu_us\tserver_user_us\tserver_sys_us\tupstream_cpu_us\tctx_per_req\tloadgen_cpu_pct\tother_cpu_pct\tupstream_conns\tsigned\tredis_cpu_us\tupstream_open\trss_delta_kb\n' >"$RESULTS"
 
 run_wrk() { # round scenario target conns duration rate
     local round=$1 scenario=$2 target=$3 conns=$4 dur=$5 rate=$6
@@ -395,6 +429,24 @@ run_wrk() { # round scenario target conns duration rate
     r0=$(cpu_ticks "${REDIS_PID:-0}")
     x0=$(ctx_switches "$pids")
     b0=$(busy_ticks)
+    # Remote-upstream runs: halfway through, the proxy's open upstream connections (ESTABLISHED
+    # sockets of its processes to the upstream port) and its RSS growth over the idle state.
+    local sample=$out.sample rss0 sampler=""
+    rss0=$(status_kb VmRSS "$pids")
+    echo "0 0" >"$sample"
+    if [[ $scenario == wan* ]]; then
+        (
+            sleep $((secs / 2))
+            open=0
+            if [[ $target != direct ]]; then
+                for pid in ${pids//,/ }; do
+                    open=$((open + $(ss -Htnp state established "( dport = :$UP_PORT )" 2>/dev/null | grep -c "pid=$pid," || true)))
+                done
+            fi
+            echo "$open $(($(status_kb VmRSS "$pids") - rss0))" >"$sample"
+        ) &
+        sampler=$!
+    fi
     local TIMEFORMAT='%U %S %R'
     { time WRK_RATE=$rate timeout $((secs + 30)) "${PIN_LOAD[@]}" wrk -t1 -c"$conns" -d"$dur" --timeout 5s \
         -s "$ROOT/benches/wrk.lua" "$url" >"$out.out" 2>&1; } 2>"$out.time" || true
@@ -404,6 +456,9 @@ run_wrk() { # round scenario target conns duration rate
     r1=$(cpu_ticks "${REDIS_PID:-0}")
     x1=$(ctx_switches "$pids")
     read -r c1 _ g1 <<<"$(upstream_stats)"
+    [[ -n $sampler ]] && wait "$sampler"
+    local open rss_delta
+    read -r open rss_delta <"$sample"
     line=$(grep '^WRK_RESULT' "$out.out" || true)
     if [[ -z $line ]]; then
         say "wrk gave no result for $target ($scenario): $(tail -3 "$out.out")"
@@ -412,10 +467,10 @@ run_wrk() { # round scenario target conns duration rate
     [[ $round == warmup ]] && return 0
     # The stats call opens a connection of its own: one less was the proxy's.
     python3 - "$line" "$(cat "$out.time")" "$CLK_TCK" "$s0" "$s1" "$u0" "$u1" "$((c1 - c0 - 1))" "$((g1 - g0))" \
-        "$((x1 - x0))" "$((b1 - b0))" "$round" "$scenario" "$target" "$conns" "$rate" "$r0" "$r1" >>"$RESULTS" <<'EOF'
+        "$((x1 - x0))" "$((b1 - b0))" "$round" "$scenario" "$target" "$conns" "$rate" "$r0" "$r1" "$open" "$rss_delta" >>"$RESULTS" <<'EOF'
 import sys
 line, times, tck, s0, s1, u0, u1, conns_opened, signed, ctx, busy = sys.argv[1:12]
-round_, scenario, target, conns, rate, r0, r1 = sys.argv[12:19]
+round_, scenario, target, conns, rate, r0, r1, open_, rss_delta = sys.argv[12:21]
 tck = int(tck)
 f = dict(kv.split("=") for kv in line.split()[1:])
 req = int(f["requests"])
@@ -433,7 +488,7 @@ other = 100 * (int(busy) - ours) / tck / max(real, 1e-9)
 row = [round_, scenario, target, conns, rate, req, f"{dur:.3f}", errors, f["p50_us"], f["p90_us"], f["p99_us"],
        f["p999_us"], f["max_us"], f"{per_req(su + ss):.2f}", f"{per_req(su):.2f}", f"{per_req(ss):.2f}",
        f"{per_req(uu + us_):.2f}", f"{int(ctx) / max(req, 1):.3f}", f"{100 * (lg_user + lg_sys) / max(real, 1e-9):.0f}",
-       f"{max(other, 0):.0f}", conns_opened, signed, f"{per_req(rr):.2f}"]
+       f"{max(other, 0):.0f}", conns_opened, signed, f"{per_req(rr):.2f}", open_, rss_delta]
 print("\t".join(str(x) for x in row))
 EOF
     tail -1 "$RESULTS" | awk -F'\t' '{ printf "[bench] %-5s %-9s %-12s %8.0f req/s  p99 %6.2f ms  server %5.1f us/req (user %.1f sys %.1f)  upstream %5.1f us/req  ctx/req %s  loadgen %s%%  other %s%%  errors %s\n", $1, $2, $3, $6 / $7, $11 / 1000, $14, $15, $16, $17, $18, $19, $20, $8 }' >&2
@@ -449,6 +504,11 @@ say "warm-up: $WARMUP per target"
 for t in "${TARGETS[@]}"; do run_wrk warmup warmup "$t" 128 "$WARMUP" 0; done
 [[ $INFO_RUN == 1 ]] && run_wrk warmup warmup gateway-info 128 "$WARMUP" 0
 [[ -n $GW_REDIS_PID ]] && run_wrk warmup warmup gateway-redis 16 "$WARMUP" "$RATE"
+if [[ -n $WAN_CONNS ]]; then
+    set_delay "$WAN_DELAY_MS"
+    for t in "${TARGETS[@]}"; do run_wrk warmup warmup "$t" "${WAN_CONNS##* }" "$WARMUP" 0; done
+    set_delay 0
+fi
 
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$SECONDS
@@ -457,6 +517,13 @@ for ((round = 1; round <= ROUNDS; round++)); do
     for c in $CONNS; do
         for t in $(rotated "$round"); do run_wrk "$round" "c$c" "$t" "$c" "$DURATION" 0; done
     done
+    if [[ -n $WAN_CONNS ]]; then
+        set_delay "$WAN_DELAY_MS"
+        for c in $WAN_CONNS; do
+            for t in $(rotated "$round"); do run_wrk "$round" "wan$c" "$t" "$c" "$DURATION" 0; done
+        done
+        set_delay 0
+    fi
     if ((RATE > 0)); then
         for t in $(rotated "$round") ${GW_REDIS_PID:+gateway-redis}; do
             run_wrk "$round" "rate$RATE" "$t" "$RATE_CONNS" "$RATE_DURATION" "$RATE"
@@ -534,6 +601,7 @@ META=$WORK/meta.txt
     echo "rate_duration=$RATE_DURATION"
     echo "rate_conns=$RATE_CONNS"
     echo "idle_conns=$IDLE_CONNS"
+    echo "wan_delay_ms=$WAN_DELAY_MS"
     echo "pinned=$([[ ${#PIN_LOAD[@]} -gt 0 ]] && echo "load generator on core $LOAD_CPU, servers on core $SERVER_CPU" || echo no)"
     echo "runs_seconds=$RUNS_SECONDS"
     echo "loadavg=$LOADAVG_START"

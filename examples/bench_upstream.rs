@@ -12,7 +12,9 @@
 //! single-threaded runtime. `GET /__bench/stats` answers, as JSON, how many connections and
 //! requests it has served, and how many requests carried an `Authorization` header (so the harness
 //! can tell the gateway's calls were signed, and how many upstream connections a proxy opened).
-//! The bound address is printed on standard output, so `127.0.0.1:0` works.
+//! The bound address is printed on standard output, so `127.0.0.1:0` works. `--delay-ms 20`
+//! makes every answer wait 20 ms, as SparkRTC across a WAN would; `GET /__bench/delay?ms=N`
+//! changes that while it runs.
 //!
 //! `--faults drop=0.01,stall=0.01,error=0.02` injects faults for the soak (`benches/soak.sh`):
 //! that share of requests is dropped (the connection closed without an answer), stalled for
@@ -50,6 +52,8 @@ struct Stats {
     dropped: AtomicU64,
     stalled: AtomicU64,
     errors: AtomicU64,
+    /// Every answer waits this long first: SparkRTC across a WAN.
+    delay_ms: AtomicU64,
 }
 
 /// Faults to inject, in requests per million.
@@ -105,6 +109,7 @@ struct Args {
     cert: PathBuf,
     key: PathBuf,
     faults: Faults,
+    delay_ms: u64,
 }
 
 fn parse_args() -> Result<Args, BoxError> {
@@ -115,6 +120,7 @@ fn parse_args() -> Result<Args, BoxError> {
         cert: certs.join("server.pem"),
         key: certs.join("server.key"),
         faults: Faults::default(),
+        delay_ms: 0,
     };
     let mut stall_secs = None;
     let mut it = std::env::args().skip(1);
@@ -127,8 +133,9 @@ fn parse_args() -> Result<Args, BoxError> {
             "--listen" => args.listen = value()?.parse()?,
             "--faults" => args.faults = Faults::parse(&value()?)?,
             "--stall-secs" => stall_secs = Some(value()?.parse::<u64>()?),
+            "--delay-ms" => args.delay_ms = value()?.parse()?,
             "-h" | "--help" => {
-                return Err("usage: bench_upstream [ADDR] [--threads N] [--cert PEM --key PEM] [--faults drop=F,stall=F,error=F] [--stall-secs N]".into());
+                return Err("usage: bench_upstream [ADDR] [--threads N] [--cert PEM --key PEM] [--faults drop=F,stall=F,error=F] [--stall-secs N] [--delay-ms N]".into());
             }
             other => args.listen = other.parse().map_err(|e| format!("{other:?} is not an address: {e}"))?,
         }
@@ -172,6 +179,12 @@ async fn handle(
     if req.headers().contains_key(http::header::AUTHORIZATION) {
         stats.signed.fetch_add(1, Ordering::Relaxed);
     }
+    if req.uri().path() == "/__bench/delay" {
+        // `?ms=N`: the delay of every later answer, so one run can switch to a remote upstream.
+        let ms = req.uri().query().and_then(|q| q.strip_prefix("ms=")).and_then(|v| v.parse().ok()).unwrap_or(0);
+        stats.delay_ms.store(ms, Ordering::Relaxed);
+        return Ok(Response::new(Full::new(Bytes::new())));
+    }
     if req.uri().path() == "/__bench/stats" {
         let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let text = format!(
@@ -191,6 +204,10 @@ async fn handle(
     let forwarded = stats.forwarded.fetch_add(1, Ordering::Relaxed);
     // Read the body so the connection stays reusable.
     req.into_body().collect().await?;
+    let delay = stats.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::ACCEPTED;
     match faults.pick(forwarded) {
@@ -221,7 +238,7 @@ async fn serve(args: Args) -> Result<(), BoxError> {
     let listener = TcpListener::bind(args.listen).await?;
     writeln!(std::io::stdout(), "bench_upstream listening on https://{}", listener.local_addr()?)?;
     std::io::stdout().flush()?;
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats { delay_ms: AtomicU64::new(args.delay_ms), ..Stats::default() });
     let prefix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
         ^ (u64::from(std::process::id()) << 32);
     let mut http = hyper::server::conn::http1::Builder::new();

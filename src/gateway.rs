@@ -15,6 +15,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::audit::Audit;
+use crate::background::Slots;
 use crate::body::Body;
 use crate::catalog::{Catalog, Route};
 use crate::cause::BoxError;
@@ -95,6 +96,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Opened once: a reload does not move the audit trail (a restart does), SIGHUP reopens it.
     audit: Arc<Audit>,
+    /// Room for calls whose caller left, to finish in the background.
+    background: Slots,
     draining: AtomicBool,
     last_skew_warning: AtomicU64,
     /// Built once from `[trace]`: a reload keeps it (the exporter owns a thread and a queue).
@@ -137,6 +140,7 @@ impl Gateway {
         let inner = Inner {
             state: ArcSwap::from_pointee(state),
             clock,
+            background: Slots::new(metrics.clone()),
             metrics,
             audit: Arc::new(audit),
             draining: AtomicBool::new(false),
@@ -280,7 +284,7 @@ impl Gateway {
 
     async fn proxy<B>(
         &self,
-        state: &State,
+        state: &Arc<State>,
         req: Request<B>,
         peer: &Peer,
         record: &mut CallRecord,
@@ -317,11 +321,11 @@ impl Gateway {
         self.limit(state, &route, &who, record).await?;
         // 503: no usable credentials (IAM down and no valid token, expired temporary keys).
         let auth = record.phase(PhaseKind::Credentials, state.credentials.authorization(&app.profile)).await?;
-        // 502 / 504: AK/SK signature or token on, sent, one retry on a refused token.
+        // 502 / 504: AK/SK signature or token on, sent, one retry on a refused token; finished
+        // in the background if the caller leaves first.
         let mut trace = http::HeaderMap::new();
         record.trace_upstream(&mut trace);
-        let send = self.send(state, &route, &headers, &trace, &app.profile, auth, body);
-        let rsp = record.phase(PhaseKind::Upstream, send).await?;
+        let rsp = self.send(state, &route, &headers, &trace, &app.profile, auth, body, record).await?;
         self.check_clock(&rsp);
         // Status, X-request-Id, Content-Type and the body, streamed.
         Ok(relay::to_caller(rsp, &record.request_id, state.upstream.response_timeout()))
@@ -341,7 +345,7 @@ impl Gateway {
 
     async fn limit(
         &self,
-        state: &State,
+        state: &Arc<State>,
         route: &Route,
         who: &Identity,
         record: &mut CallRecord,
@@ -370,16 +374,20 @@ impl Gateway {
     #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
-        state: &State,
+        state: &Arc<State>,
         route: &Route,
         headers: &HeaderList,
         trace: &http::HeaderMap,
         profile: &Profile,
         auth: Authorization,
         body: Bytes,
+        record: &mut CallRecord,
     ) -> Result<Response<Incoming>, GatewayError> {
         let req = self.upstream_request(&state.config, route, headers, trace, profile, &auth, body.clone())?;
-        let rsp = state.upstream.send(req).await?;
+        let owner = state.clone();
+        let call = async move { owner.upstream.send(req).await };
+        let idle = state.upstream.response_timeout();
+        let rsp = self.inner.background.guard(call, record, idle).await?;
         let Authorization::Token(token) = &auth else { return Ok(rsp) };
         if rsp.status() != http::StatusCode::UNAUTHORIZED {
             return Ok(rsp);

@@ -10,6 +10,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod audit;
+pub(crate) mod background;
 pub mod body;
 pub mod catalog;
 pub mod cause;

@@ -5,6 +5,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use sparkrtc_gateway::cli::{self, Cli, Command};
 
+// A call allocates some dozens of short-lived blocks (headers, buffers, futures); mimalloc's
+// per-thread free lists serve them with less CPU than glibc's malloc (BENCHMARKS.md, "What
+// changed each number").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let command = match Cli::try_parse() {
         Ok(parsed) => parsed.command,

@@ -143,12 +143,48 @@ impl CallRecord {
     ) -> Result<T, E> {
         let (start, clock) = (SystemTime::now(), Instant::now());
         let result = work.await;
-        if kind == PhaseKind::Upstream {
-            self.upstream = Some(clock.elapsed());
-        }
         let error = result.as_ref().err().map(ToString::to_string);
         self.phases.push(Phase { kind, start, end: start + clock.elapsed(), error });
         result
+    }
+
+    /// The upstream call's answer is in (or it failed), `took` after `start`: its time for the
+    /// access line and metrics, and its span.
+    pub(crate) fn upstream_done(&mut self, start: SystemTime, took: Duration, error: Option<String>) {
+        self.upstream = Some(took);
+        self.phases.push(Phase { kind: PhaseKind::Upstream, start, end: start + took, error });
+    }
+
+    /// Moves the record out, leaving behind one that writes nothing: for a call that goes on
+    /// after its caller left (`background`), whose record is written when it ends.
+    pub(crate) fn detach(&mut self) -> CallRecord {
+        let husk = CallRecord {
+            request_id: String::new(),
+            started: self.started,
+            started_at: self.started_at,
+            method: Method::GET,
+            path: String::new(),
+            client_addr: self.client_addr,
+            user_agent: None,
+            http_version: self.http_version,
+            trace: self.tracer.start(&http::HeaderMap::new()),
+            tracer: self.tracer.clone(),
+            phases: Vec::new(),
+            operation: None,
+            app: None,
+            room: None,
+            caller: None,
+            app_label: "other",
+            served_app: None,
+            user_ids: None,
+            shadow: Vec::new(),
+            request_bytes: 0,
+            upstream: None,
+            metrics: self.metrics.clone(),
+            audit: self.audit.clone(),
+            finished: true,
+        };
+        std::mem::replace(self, husk)
     }
 
     pub(crate) fn route(&mut self, route: &Route) {

@@ -41,7 +41,8 @@ pub struct Settings {
     /// between two pieces of the response body.
     pub response_timeout: Duration,
     pub pool_idle_timeout: Duration,
-    pub pool_max_idle_per_host: usize,
+    /// Idle connections kept at most; `None`: as many as were in use, until the idle timeout.
+    pub pool_max_idle_per_host: Option<usize>,
     /// Extra PEM CA certificates trusted besides the bundled web PKI roots.
     pub ca_file: Option<PathBuf>,
 }
@@ -65,7 +66,7 @@ impl Upstream {
         let connector = Connector { http, tls, allow_http: config.allow_http, timeout: config.connect_timeout };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host.unwrap_or(usize::MAX))
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
         Ok(Upstream { client, settings: config.clone(), resends: Arc::default() })

@@ -17,7 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("request-path vocabulary", &["error", "validate", "relay", "metrics", "audit"]),
     ("components", &["credentials"]),
     ("configuration", &["config"]),
-    ("serving", &["listener", "telemetry", "gateway", "admin", "sandbox"]),
+    ("serving", &["listener", "telemetry", "background", "gateway", "admin", "sandbox"]),
     ("process", &["server", "cli", "demo"]),
 ];
 

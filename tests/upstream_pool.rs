@@ -1,16 +1,23 @@
-//! Pooled upstream connections that the far end closes (issue 15, finding 7): a load balancer in
-//! front of SparkRTC drops an idle keep-alive connection just as the gateway sends the next call
-//! on it. A GET is sent again on a fresh connection; a POST is not (SparkRTC may have acted on
-//! it) and the caller gets 502.
+//! Pooled upstream connections. Those the far end closes (issue 15, finding 7): a load balancer
+//! in front of SparkRTC drops an idle keep-alive connection just as the gateway sends the next
+//! call on it. A GET is sent again on a fresh connection; a POST is not (SparkRTC may have acted
+//! on it) and the caller gets 502. Those the gateway keeps (issue 10): the default pool holds as
+//! many connections as the load used, and a call whose caller hung up still finishes, so its
+//! connection is not lost.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed expectation is the test failing
 
 mod support;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use support::{data, Harness, APP};
@@ -115,4 +122,119 @@ fn pool_idle_timeout_defaults_below_common_load_balancer_idle_timeouts() {
     // pool must let go of them first.
     let config = support::parse_config(&support::config_text("127.0.0.1:9".parse().unwrap(), ""));
     assert_eq!(config.upstream.pool_idle_timeout, Duration::from_secs(30));
+}
+
+/// A TLS SparkRTC stand-in that counts the connections it accepts and answers every request
+/// `202` with an `X-request-Id`, once `hold` (run per request) completes.
+async fn counting_upstream<F, Fut>(hold: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tls = tokio_rustls::TlsAcceptor::from(
+        sparkrtc_gateway::tls::server_config(&data("certs/server.pem"), &data("certs/server.key")).unwrap(),
+    );
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            let (tls, hold) = (tls.clone(), hold.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = tls.accept(tcp).await else { return };
+                let service = hyper::service::service_fn(move |_req| {
+                    let hold = hold();
+                    async move {
+                        hold.await;
+                        let rsp = http::Response::builder().status(202).header("x-request-id", "up-held");
+                        rsp.body(Full::new(Bytes::new()))
+                    }
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn the_default_pool_keeps_a_connection_for_each_concurrent_call() {
+    // More concurrent calls than the old default cap of 64 idle connections, all in flight at
+    // once (the stand-in answers a round only when all of it has arrived), three times over.
+    const CALLERS: usize = 100;
+    const ROUNDS: usize = 3;
+    let round = Arc::new(tokio::sync::Barrier::new(CALLERS));
+    let (upstream, accepted) = counting_upstream(move || {
+        let round = round.clone();
+        async move {
+            round.wait().await;
+        }
+    })
+    .await;
+    let config = support::parse_config(&support::config_text(upstream, ""));
+    let h = Arc::new(Harness::client_for(support::start_gateway(config).await));
+    for r in 0..ROUNDS {
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..CALLERS {
+            let h = h.clone();
+            calls.spawn(async move { h.remove_users(r#"{"user_ids":["u1"]}"#).await.status });
+        }
+        while let Some(status) = calls.join_next().await {
+            assert_eq!(status.unwrap(), 202, "round {r}");
+        }
+    }
+    let opened = accepted.load(Ordering::SeqCst);
+    assert!(
+        opened <= CALLERS,
+        "{CALLERS} concurrent callers, {ROUNDS} rounds: {opened} upstream connections opened; each beyond {CALLERS} is a TLS handshake the pool threw away"
+    );
+}
+
+#[tokio::test]
+async fn a_call_whose_caller_hangs_up_finishes_and_keeps_its_connection() {
+    // The first request is held at the stand-in until the caller has gone; later ones are
+    // answered at once.
+    let (arrived, release) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (held, go) = (arrived.clone(), release.clone());
+    let (upstream, accepted) = counting_upstream(move || {
+        let (held, go, first) = (held.clone(), go.clone(), first.swap(false, Ordering::SeqCst));
+        async move {
+            if first {
+                held.notify_one();
+                go.notified().await;
+            }
+        }
+    })
+    .await;
+    let config = support::parse_config(&support::config_text(upstream, ""));
+    let gateway = sparkrtc_gateway::Gateway::new(config).unwrap();
+    let h = Harness::client_for(support::start_gateway_instance(gateway.clone()).await);
+
+    let body = r#"{"user_ids":["u1"]}"#;
+    let mut caller = tokio::net::TcpStream::connect(h.gateway).await.unwrap();
+    let request = format!(
+        "POST /v2/apps/{APP}/rooms/room-456/batch-remove-users HTTP/1.1\r\nHost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    caller.write_all(request.as_bytes()).await.unwrap();
+    arrived.notified().await;
+    drop(caller);
+    release.notify_one();
+
+    // SparkRTC's answer is what the call is recorded with, not a 499.
+    let answered = "sparkrtc_gateway_requests_total{app=\"app-123\",operation=\"RemoveUsers\",status=\"202\",origin=\"upstream\"} 1\n";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !gateway.render_metrics().contains(answered) {
+        assert!(tokio::time::Instant::now() < deadline, "no 202 recorded: {}", gateway.render_metrics());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!gateway.render_metrics().contains("status=\"499\""), "{}", gateway.render_metrics());
+
+    assert_eq!(h.remove_users(body).await.status, 202);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "the next call went out on the same pooled connection");
 }

@@ -50,7 +50,6 @@ pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
 /// gateway drops an idle connection before the far end does and a call rarely meets a
 /// connection closed under it.
 pub(crate) const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-pub(crate) const DEFAULT_POOL_MAX_IDLE: u64 = 64;
 pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const DEFAULT_V11_SERVICE: &str = "CloudRTC";
 

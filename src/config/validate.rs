@@ -235,8 +235,10 @@ fn upstream(t: &mut Table<'_>, base: &Path, p: &mut Problems) -> Option<Upstream
     let pool_idle_timeout = t
         .duration("pool_idle_timeout", Duration::from_secs(1), Duration::from_secs(3600), p)
         .unwrap_or(DEFAULT_POOL_IDLE_TIMEOUT);
-    let pool_max_idle_per_host =
-        t.integer("pool_max_idle_per_host", 0, 10_000, p).unwrap_or(DEFAULT_POOL_MAX_IDLE) as usize;
+    // No cap by default: the idle timeout prunes, as nginx's `keepalive` pool does. A cap below
+    // the calls in flight closes each connection beyond it as it returns, and the next call pays
+    // a new TLS handshake: churn that grows with load.
+    let pool_max_idle_per_host = t.integer("pool_max_idle_per_host", 0, 10_000, p).map(|n| n as usize);
     let ca_file = ca_file(t, base, p);
 
     let uri: Uri = match endpoint_text.parse() {
