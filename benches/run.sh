@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The gateway against a direct call and nginx, side by side: see BENCHMARKS.md.
 #
-#   bash benches/run.sh                         # the full run (about 7 minutes)
+#   bash benches/run.sh                         # the full run (about 15 minutes)
 #   ROUNDS=1 DURATION=3s bash benches/run.sh    # a smoke run
 #
 # Installs wrk and nginx (Debian packages) when missing, builds the gateway, the upstream
