@@ -58,6 +58,7 @@ pub(crate) fn tracer(config: &Trace) -> Tracer {
 }
 
 /// What is known about one call as it moves through the phases.
+#[derive(Clone)]
 pub(crate) struct CallRecord {
     pub request_id: String,
     started: Instant,
@@ -155,36 +156,12 @@ impl CallRecord {
         self.phases.push(Phase { kind: PhaseKind::Upstream, start, end: start + took, error });
     }
 
-    /// Moves the record out, leaving behind one that writes nothing: for a call that goes on
-    /// after its caller left (`background`), whose record is written when it ends.
+    /// Hands the record to a call that goes on after its caller left (`background`), whose
+    /// record is written when it ends; this one writes nothing.
     pub(crate) fn detach(&mut self) -> CallRecord {
-        let husk = CallRecord {
-            request_id: String::new(),
-            started: self.started,
-            started_at: self.started_at,
-            method: Method::GET,
-            path: String::new(),
-            client_addr: self.client_addr,
-            user_agent: None,
-            http_version: self.http_version,
-            trace: self.tracer.start(&http::HeaderMap::new()),
-            tracer: self.tracer.clone(),
-            phases: Vec::new(),
-            operation: None,
-            app: None,
-            room: None,
-            caller: None,
-            app_label: "other",
-            served_app: None,
-            user_ids: None,
-            shadow: Vec::new(),
-            request_bytes: 0,
-            upstream: None,
-            metrics: self.metrics.clone(),
-            audit: self.audit.clone(),
-            finished: true,
-        };
-        std::mem::replace(self, husk)
+        let detached = self.clone();
+        self.finished = true;
+        detached
     }
 
     pub(crate) fn route(&mut self, route: &Route) {

@@ -190,6 +190,7 @@ impl PhaseKind {
 }
 
 /// A finished phase.
+#[derive(Clone)]
 pub(crate) struct Phase {
     pub(crate) kind: PhaseKind,
     pub(crate) start: SystemTime,

@@ -80,6 +80,7 @@ fn rand_ratio(ids: &RandomIdGenerator) -> f64 {
 }
 
 /// The trace one call belongs to, and the gateway's spans in it.
+#[derive(Clone)]
 pub(crate) struct CallTrace {
     pub(crate) trace_id: TraceId,
     trace_id_hex: String,
