@@ -92,7 +92,7 @@ pub async fn serve(path: &Path, listen: Option<SocketAddr>) -> ExitCode {
         Ok(c) => c,
         Err(refusal) => return refusal.report(),
     };
-    telemetry::init(&config.log);
+    let _log = telemetry::init(&config.log);
     // The same steps as `check`, so `check` passes exactly the files this accepts.
     let prepared = match prepare::build(config) {
         Ok(p) => p,
@@ -231,7 +231,7 @@ pub async fn sandbox(
         Ok(c) => c,
         Err(refusal) => return refusal.report(),
     };
-    telemetry::init(&config.log);
+    let _log = telemetry::init(&config.log);
     let tls = match (tls_cert, tls_key) {
         (Some(cert), Some(key)) => match crate::tls::server_config(cert, key) {
             Ok(tls) => Some(tls),

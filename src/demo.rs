@@ -28,7 +28,7 @@ pub async fn run(listen: Option<SocketAddr>) -> ExitCode {
         Ok(c) => c,
         Err(e) => return crate::cli::report(&e),
     };
-    telemetry::init(&config.log);
+    let _log = telemetry::init(&config.log);
     match start(&mut config, listen).await {
         Ok(gateway_addr) => {
             out(&format!("\nThe gateway is serving on http://{gateway_addr}; try it (Ctrl-C stops):\n"));

@@ -22,6 +22,7 @@ pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod listener;
+pub(crate) mod log_writer;
 pub(crate) mod metrics;
 pub(crate) mod policy;
 pub mod ratelimit;

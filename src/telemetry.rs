@@ -18,6 +18,7 @@ use crate::catalog::{Operation, Route};
 use crate::cause::{Causes, ErrorChain};
 use crate::config::{Log, LogFormat, Trace};
 use crate::error::{GatewayError, HEADER_GATEWAY_ERROR};
+use crate::log_writer::{LogGuard, LogWriter};
 use crate::metrics::Metrics;
 use crate::policy::Identity;
 use crate::trace::export::ExportSettings;
@@ -27,16 +28,23 @@ use crate::trace::{CallTrace, Exporter, Tracer};
 /// One request to the collector at most this long, so a stalled collector holds up no flush.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Installs the global subscriber; a second call (tests, the demo) keeps the first.
-pub(crate) fn init(log: &Log) {
+/// Installs the global subscriber, writing to stderr through [`LogWriter`]; a second call
+/// (tests, the demo) keeps the first. Hold the guard until the command ends: dropping it writes
+/// out the lines still buffered.
+pub(crate) fn init(log: &Log) -> LogGuard {
+    if tracing::dispatcher::has_been_set() {
+        return LogGuard::none();
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
     // Colour codes only for a person at a terminal, never into files or log collectors.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    let (writer, guard) = LogWriter::start();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(writer);
     let _ = match log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    guard
 }
 
 /// The call tracer for `[trace]`. An exporter that cannot start is reported and left out: the

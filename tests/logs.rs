@@ -179,3 +179,28 @@ fn the_schema_refuses_what_the_issue_quotes() {
     assert!(logline::check(&format!("{{{access},\"caller\":\"-\"}}")).is_err());
     assert!(logline::check("not json").is_err());
 }
+
+/// Access lines wait in memory for company (`[log]` in the README); none is lost when the
+/// gateway stops right after answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_access_line_is_written_before_the_process_exits() {
+    let (_upstream, upstream_addr, _) = mock_upstream(|_| Reply::status(202), |a| support::config_text(a, "")).await;
+    let iam = closed_port().await;
+    let path = write_config("exit", &config(upstream_addr, iam, r#""RemoveUsers""#));
+    let process = Process::serve_logging(&path, None, Some("info"));
+    let serving = process.wait_for("gateway serving");
+    let h = Harness::client_for(serving["listen"].as_str().unwrap().parse().unwrap());
+    let remove = format!("/v2/apps/{APP}/rooms/r1/batch-remove-users");
+    for _ in 0..40 {
+        let rsp = h.call("POST", &remove, &[("content-type", "application/json")], USERS).await;
+        assert_eq!(rsp.status, 202, "{rsp:?}");
+    }
+    process.signal("TERM");
+    let (status, events) = tokio::task::spawn_blocking(move || process.exit_with_events()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+    let messages: Vec<&str> = events.iter().filter_map(|e| e["message"].as_str()).collect();
+    // The last line, written just before the process exits: only the final flush can carry it.
+    assert!(messages.contains(&"stopped"), "{messages:?}");
+    let access = events.iter().filter(|e| e["target"] == "access" && e["status"] == 202).count();
+    assert_eq!(access, 40, "access lines of the 40 calls");
+}

@@ -82,6 +82,13 @@ impl Process {
         status
     }
 
+    /// Like [`Process::exit`], with every event not yet waited for.
+    pub fn exit_with_events(mut self) -> (std::process::ExitStatus, Vec<Value>) {
+        let status = self.child.wait().unwrap_or_else(|e| panic!("{e}"));
+        self.check_lines();
+        (status, self.events.try_iter().collect())
+    }
+
     fn check_lines(&mut self) {
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
