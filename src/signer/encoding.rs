@@ -110,7 +110,13 @@ fn hex_pair(pair: &[u8]) -> Option<u8> {
 
 /// Lower-case hex, as `hashlib`'s `hexdigest()`.
 pub(crate) fn hex_lower(bytes: &[u8]) -> String {
-    hex::encode(bytes)
+    const LOWER_HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(LOWER_HEX[usize::from(b >> 4)]));
+        out.push(char::from(LOWER_HEX[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 #[cfg(test)]

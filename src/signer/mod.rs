@@ -75,21 +75,21 @@ impl Algorithm {
 
     fn hmac_hex(&self, key: &[u8], data: &[u8]) -> String {
         match self {
-            Algorithm::HmacSm3 => hex_lower(&hmac_once::<Hmac<Sm3>>(key, data)),
-            Algorithm::HmacSha256 | Algorithm::V11HmacSha256 { .. } => hex_lower(&hmac_once::<Hmac<Sha256>>(key, data)),
+            Algorithm::HmacSm3 => hmac_hex::<Hmac<Sm3>>(key, data),
+            Algorithm::HmacSha256 | Algorithm::V11HmacSha256 { .. } => hmac_hex::<Hmac<Sha256>>(key, data),
         }
     }
 }
 
-fn hmac_once<M: Mac + hmac::digest::KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
+fn hmac_hex<M: Mac + hmac::digest::KeyInit>(key: &[u8], data: &[u8]) -> String {
     // HMAC takes keys of any length, so `new_from_slice` cannot fail; an empty MAC would only
     // produce a signature the server refuses.
     match <M as hmac::digest::KeyInit>::new_from_slice(key) {
         Ok(mut mac) => {
             mac.update(data);
-            mac.finalize().into_bytes().to_vec()
+            hex_lower(&mac.finalize().into_bytes())
         }
-        Err(_) => Vec::new(),
+        Err(_) => String::new(),
     }
 }
 
@@ -192,7 +192,7 @@ pub fn sign(
         signed_headers,
     };
 
-    let request_hash = algorithm.hash_hex(canonical_request.to_string().as_bytes());
+    let request_hash = algorithm.hash_hex(canonical_request.text().as_bytes());
     let (string_to_sign, signature, credential) = match algorithm {
         Algorithm::V11HmacSha256 { region, service } => {
             // info = YYYYMMDD/<region>/<service>; key = hex(HKDF-SHA256(salt=AK, ikm=SK, info)).
