@@ -199,3 +199,37 @@ fn expired_temporary_keys_are_a_warning_in_check_and_serve() {
     assert_eq!(warning["level"], "WARN");
     serve.wait_for("gateway serving");
 }
+
+/// `--version` names the commit, and the running binary's `/metrics` says the same in
+/// `sparkrtc_gateway_build_info`, beside `process_*` series that describe that process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_and_metrics_name_the_same_build_and_describe_the_process() {
+    let out = run(&["--version"], None);
+    assert_eq!(out.status.code(), Some(0));
+    let version = text(&out.stdout);
+    let commit = version.split("(commit ").nth(1).and_then(|rest| rest.split(')').next()).unwrap_or("");
+    assert!(version.contains(env!("CARGO_PKG_VERSION")) && !commit.is_empty(), "{version}");
+
+    let with_admin = config("").replace("[admin]\nenabled = false\n", "[admin]\nlisten = \"127.0.0.1:0\"\n");
+    let path = write("metrics.toml", &with_admin);
+    let serve = Process::serve(&path, None);
+    let admin: std::net::SocketAddr = serve.wait_for("gateway serving")["admin"].as_str().unwrap().parse().unwrap();
+    let metrics = support::Harness::client_for(admin).call("GET", "/metrics", &[], "").await;
+    assert_eq!(metrics.status, 200);
+    let scrape = &metrics.body;
+    let build =
+        format!("sparkrtc_gateway_build_info{{version=\"{}\",commit=\"{commit}\"}} 1", env!("CARGO_PKG_VERSION"));
+    assert!(scrape.contains(&build), "no {build} in:\n{scrape}");
+    let value = |name: &str| -> f64 {
+        let line = scrape.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("process_resident_memory_bytes") > 1_048_576.0, "a running gateway holds megabytes");
+    let open = value("process_open_fds");
+    assert!(open >= 4.0 && open <= value("process_max_fds"), "stdio and the listeners at least: {open}");
+    // Counted in clock ticks: a process this young may not have used a whole one yet.
+    assert!(value("process_cpu_seconds_total") >= 0.0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let started = value("process_start_time_seconds");
+    assert!(started <= now && started > now - 600.0, "the child started within this test: {started}, now {now}");
+}
