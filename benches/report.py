@@ -158,23 +158,16 @@ def main():
         if g:
             p("| ratio | req/s | CPU us/req | p99 |")
             p("|---|---:|---:|---:|")
-            if n:
-                p(f"| gateway / nginx | {ratio(g['rps'], n['rps'])} | {ratio(g['cpu'], n['cpu'])} | "
-                  f"{ratio(g['p99'], n['p99'])} |")
-            m = s.get("min-proxy")
-            if m:
-                p(f"| gateway / min-proxy | {ratio(g['rps'], m['rps'])} | {ratio(g['cpu'], m['cpu'])} | "
-                  f"{ratio(g['p99'], m['p99'])} |")
-            if n and m:
-                p(f"| min-proxy / nginx | {ratio(m['rps'], n['rps'])} | {ratio(m['cpu'], n['cpu'])} | "
-                  f"{ratio(m['p99'], n['p99'])} |")
-            b = s.get("gateway-base")
-            if b:
-                p(f"| gateway / gateway-base (the change measured) | {ratio(g['rps'], b['rps'])} | "
-                  f"{ratio(g['cpu'], b['cpu'])} | {ratio(g['p99'], b['p99'])} |")
-            if d:
-                p(f"| gateway / direct | {ratio(g['rps'], d['rps'])} | {ratio(g['cpu'], d['cpu'])} | "
-                  f"{ratio(g['p99'], d['p99'])} |")
+            def ratio_row(label, a, b):
+                p(f"| {label} | {ratio(a['rps'], b['rps'])} | {ratio(a['cpu'], b['cpu'])} | "
+                  f"{ratio(a['p99'], b['p99'])} |")
+            m, b = s.get("min-proxy"), s.get("gateway-base")
+            for label, a, ref in [("gateway / nginx", g, n), ("gateway / min-proxy", g, m),
+                                  ("min-proxy / nginx", m, n),
+                                  ("gateway / gateway-base (the change measured)", g, b),
+                                  ("gateway / direct", g, d)]:
+                if a and ref:
+                    ratio_row(label, a, ref)
             p()
 
     for scenario in [s for s in scenarios if s.startswith("wan")]:
