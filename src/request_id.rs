@@ -23,7 +23,7 @@ pub(crate) fn generate() -> String {
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&state.hash_one(n).to_be_bytes());
     bytes[8..].copy_from_slice(&state.hash_one(!n).to_be_bytes());
-    crate::signer::encoding::hex_lower(&bytes)
+    hex::encode(bytes)
 }
 
 /// The caller's id if it is short, visible ASCII; a generated one otherwise.

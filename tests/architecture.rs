@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Bottom-up, layer by layer, as ARCHITECTURE.md draws it.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("foundations", &["cause", "clock", "secret", "stream", "request_id"]),
+    ("foundations", &["cause", "clock", "secret", "stream", "request_id", "log_writer"]),
     ("domain", &["signer", "catalog", "policy", "ratelimit", "readiness"]),
     ("transport", &["tls", "upstream", "body", "trace"]),
     ("request-path vocabulary", &["error", "validate", "relay", "metrics", "audit"]),
