@@ -61,6 +61,13 @@ def spread(values, fmt="{:,.0f}"):
     return f"{fmt.format(lo)}..{fmt.format(hi)} (±{pct / 2:.1f}%)"
 
 
+def p99_added(target, v, direct):
+    """The p99 a proxy adds over the direct call in the same scenario."""
+    if target == "direct" or not direct:
+        return "–"
+    return f"{(v['p99'] - direct['p99']) / 1000:+.3f} ms"
+
+
 def ratio(a, b):
     return f"{a / b:.2f}x" if a is not None and b else "–"
 
@@ -180,7 +187,7 @@ def main():
         p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         d = s.get("direct")
         for t, v in s.items():
-            added = "–" if t == "direct" or not d else f"{(v['p99'] - d['p99']) / 1000:+.3f} ms"
+            added = p99_added(t, v, d)
             is_proxy = t != "direct"
             open_ = v["open"] if is_proxy else "–"
             opened = v["conns"] if is_proxy else "–"
@@ -200,7 +207,7 @@ def main():
         d = s.get("direct")
         for t, v in s.items():
             p90 = med([r["p90_us"] for r in rows if r["scenario"] == scenario and r["target"] == t])
-            added = "–" if t == "direct" or not d else f"{(v['p99'] - d['p99']) / 1000:+.3f} ms"
+            added = p99_added(t, v, d)
             p(f"| {t} | {v['rps']:,.0f} | {ms(v['p50'])} | {ms(p90)} | {ms(v['p99'])} | {ms(v['p999'])} | "
               f"{ms(v['max'])} | {v['cpu']:.1f} | {added} | {v['errors']} |")
         p()
