@@ -76,10 +76,8 @@ impl Process {
     }
 
     /// Waits for the process to exit (after a stop signal) and checks every line it wrote.
-    pub fn exit(mut self) -> std::process::ExitStatus {
-        let status = self.child.wait().unwrap_or_else(|e| panic!("{e}"));
-        self.check_lines();
-        status
+    pub fn exit(self) -> std::process::ExitStatus {
+        self.exit_with_events().0
     }
 
     /// Like [`Process::exit`], with every event not yet waited for.
